@@ -1,0 +1,116 @@
+"""Strict readers for settings taken from the environment.
+
+Every reader raises ``ImproperlyConfigured`` naming the variable and the expected form, so a
+typo stops start-up with one clear line instead of running with a surprising value.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r}: expected one of true/false, 1/0, yes/no, on/off")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r}: expected a whole number") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r}: expected a whole number >= {minimum}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r}: expected a number") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r}: expected a number >= {minimum}")
+    return value
+
+
+def env_list(name: str, default: list[str], *, sep: str = ",") -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default)
+    return [item.strip() for item in raw.split(sep) if item.strip()]
+
+
+def parse_database_url(url: str, *, base_dir: Path, var: str = "DB_CONNECTION") -> dict:
+    """Turn ``sqlite:///rel.db``, ``sqlite:////abs.db`` or ``postgres://u:p@h:5432/db`` into
+    a Django ``DATABASES`` entry. SQLite gets WAL, a busy timeout and IMMEDIATE transactions so
+    the web process and the scheduler can write at the same time."""
+    form = "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgres://user:password@host:5432/name"
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        if parts.netloc or not parts.path or parts.path == "/":
+            raise ImproperlyConfigured(f"{var}={url!r}: expected {form}")
+        raw_path = unquote(parts.path[1:])  # sqlite:///x.db -> "x.db"; sqlite:////abs -> "/abs"
+        path = Path(raw_path)
+        if not path.is_absolute():
+            path = base_dir / path
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(path),
+            "OPTIONS": {
+                # WAL lets readers and one writer work at once; NORMAL is durable in WAL mode
+                # against application crashes and ~10x faster than FULL for small commits.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+            "TEST": {"NAME": str(path.with_name(f"test_{path.stem}.sqlite3"))},
+        }
+    if scheme in {"postgres", "postgresql", "pgsql"}:
+        name = unquote(parts.path.lstrip("/"))
+        if not name:
+            raise ImproperlyConfigured(f"{var}={url!r}: the database name is missing; expected {form}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ImproperlyConfigured(f"{var}={url!r}: the port is not a number; expected {form}") from None
+        options = dict(parse_qsl(parts.query))
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": name,
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(port or ""),
+            "OPTIONS": options,
+            # A long-lived scheduler keeps its connection; health checks replace a connection
+            # that died with a database restart instead of failing the next query.
+            "CONN_MAX_AGE": 600,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    raise ImproperlyConfigured(f"{var}={url!r}: unsupported scheme {scheme or '(none)'!r}; expected {form}")

@@ -1,0 +1,42 @@
+"""The hooks a jobscheduler plugin implements (documented in docs/PLUGIN_DEVELOPMENT.md).
+
+Each hook is called on one plugin only (the host gives every plugin its own PluginManager)
+and always with keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from scheduler_app.contract import RunContext, hookspec
+
+
+@hookspec(firstresult=True)
+def schema() -> dict[str, Any]:
+    """Return the JSON schema of the plugin's configuration.
+
+    :returns: a JSON schema object (``{"type": "object", "properties": ...}``), usually
+        ``Config.model_json_schema()``. The host converts it for the form widget.
+    """
+
+
+@hookspec(firstresult=True)
+def config(raw: dict[str, Any]) -> BaseModel:
+    """Validate a raw configuration and return it as a Pydantic model.
+
+    :param raw: the stored or submitted configuration, a JSON object.
+    :returns: the validated model; raise ``pydantic.ValidationError`` when invalid.
+    """
+
+
+@hookspec
+async def run(config: BaseModel, context: RunContext) -> None:
+    """Perform one execution of the job (a coroutine; the host awaits it).
+
+    :param config: the validated configuration returned by ``config``.
+    :param context: who and what is running, the run's logger and its cancellation event.
+    :returns: nothing; raise to fail the run. Never ``firstresult``: pluggy has no async
+        support, so the host awaits the coroutine the hook returns.
+    """

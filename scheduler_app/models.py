@@ -1,0 +1,200 @@
+"""The data model: plugins, users' jobs, runs, their log lines and scheduler nodes.
+
+Invariants live in the database (constraints), so no path -- form, admin, shell, bulk
+``update()`` -- can break them. The rules for changing jobs live in ``services.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Plugin(models.Model):
+    """A registered plugin: which code runs and how often."""
+
+    name = models.CharField(
+        "name", max_length=100, blank=True, help_text="Human name shown to users; defaults to the package's folder."
+    )
+    package = models.CharField(
+        "package",
+        max_length=255,
+        unique=True,
+        help_text="Dotted path to the plugin class, e.g. plugins.sample_plugin@v0_1_0.plugin.Plugin",
+    )
+    interval = models.PositiveIntegerField("interval (seconds)", help_text="Active jobs run every this many seconds.")
+    description = models.TextField("description", blank=True, help_text="What the plugin does, shown to users.")
+    enabled = models.BooleanField("enabled", default=True, help_text="Disabled plugins schedule no runs.")
+    timeout = models.PositiveIntegerField(
+        "default timeout (seconds)", default=300, help_text="A run still going after this long is cancelled."
+    )
+    code_version = models.PositiveIntegerField(
+        "code version", default=1, editable=False, help_text="Bumped by 'Reload code'; every scheduler re-imports."
+    )
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    updated_at = models.DateTimeField("updated", auto_now=True)
+
+    class Meta:
+        ordering = ["name", "package"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(package=""), name="plugin_package_not_empty"),
+            models.CheckConstraint(condition=Q(interval__gt=0), name="plugin_interval_positive"),
+            models.CheckConstraint(condition=Q(timeout__gt=0), name="plugin_timeout_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        parts = self.package.split(".")
+        return parts[-3] if len(parts) >= 3 else self.package
+
+
+class Job(models.Model):
+    """One saved configuration of a plugin, owned by a user; at most one active per (user, plugin)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs", verbose_name="user"
+    )
+    plugin = models.ForeignKey(Plugin, on_delete=models.PROTECT, related_name="jobs", verbose_name="plugin")
+    description = models.CharField("description", max_length=200, blank=True, help_text="A note to tell configs apart.")
+    config = models.JSONField("config", default=dict, blank=True, help_text="Validated against the plugin's Config.")
+    active = models.BooleanField("active", default=False, help_text="Only the active job of a plugin is scheduled.")
+    timeout = models.PositiveIntegerField(
+        "timeout (seconds)", null=True, blank=True, help_text="Overrides the plugin's default timeout when set."
+    )
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    updated_at = models.DateTimeField("updated", auto_now=True)
+
+    class Meta:
+        ordering = ["plugin_id", "-active", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "plugin"], condition=Q(active=True), name="one_active_job_per_user_plugin"
+            ),
+            models.CheckConstraint(condition=Q(timeout__isnull=True) | Q(timeout__gt=0), name="job_timeout_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["user", "plugin"], name="job_user_plugin_idx"),
+            models.Index(fields=["active", "plugin"], name="job_active_plugin_idx"),
+        ]
+
+    def __str__(self) -> str:
+        label = self.description or f"job {self.pk}"
+        return f"{label} ({self.plugin.display_name}, {self.user})"
+
+    @property
+    def effective_timeout(self) -> int:
+        return self.timeout or self.plugin.timeout
+
+
+class JobRun(models.Model):
+    """One execution of a job. Unique (job, slot) is the claim that makes a slot run once."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        TIMED_OUT = "timed_out", "timed out"
+        CANCELLED = "cancelled", "cancelled"
+        LOST = "lost", "lost"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.LOST)
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "schedule"
+        MANUAL = "manual", "manual"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs", verbose_name="job")
+    slot = models.DateTimeField("slot", help_text="The time this run was due (the request time for manual runs).")
+    trigger = models.CharField("trigger", max_length=10, choices=Trigger.choices, default=Trigger.SCHEDULE)
+    status = models.CharField("status", max_length=10, choices=Status.choices, default=Status.QUEUED)
+    node = models.CharField("node", max_length=200, blank=True, help_text="The scheduler node that ran it.")
+    plugin_package = models.CharField("plugin package", max_length=255, blank=True, help_text="The code that ran.")
+    created_at = models.DateTimeField("queued", default=timezone.now)
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    finished_at = models.DateTimeField("finished", null=True, blank=True)
+    error = models.TextField("error", blank=True)
+    traceback = models.TextField("traceback", blank=True)
+    log_count = models.PositiveIntegerField("log lines", default=0)
+
+    class Meta:
+        ordering = ["-slot", "-id"]
+        get_latest_by = "slot"
+        constraints = [models.UniqueConstraint(fields=["job", "slot"], name="one_run_per_job_slot")]
+        indexes = [
+            models.Index(fields=["job", "-slot"], name="run_job_slot_idx"),
+            models.Index(fields=["status", "node"], name="run_status_node_idx"),
+            models.Index(fields=["finished_at"], name="run_finished_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of job {self.job_id} at {self.slot:%Y-%m-%d %H:%M:%S} ({self.status})"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class LogLine(models.Model):
+    """One log record of a run; ``id`` is the global cursor a reconnecting browser resumes from."""
+
+    run = models.ForeignKey(JobRun, on_delete=models.CASCADE, related_name="log_lines", verbose_name="run")
+    seq = models.PositiveIntegerField("sequence", help_text="Order of the line within its run, from 1.")
+    created_at = models.DateTimeField("time")
+    level = models.PositiveSmallIntegerField("level", default=20, help_text="Python logging level (20 = INFO).")
+    message = models.TextField("message")
+
+    class Meta:
+        ordering = ["run_id", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="one_line_per_run_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq}: {self.message[:60]}"
+
+    @property
+    def level_name(self) -> str:
+        import logging
+
+        return logging.getLevelName(self.level)
+
+
+class SchedulerNode(models.Model):
+    """A ``runscheduler`` process; its heartbeat says whether it is alive."""
+
+    name = models.CharField("name", max_length=200, unique=True, help_text="host:pid:random, unique per process.")
+    hostname = models.CharField("host", max_length=200, blank=True)
+    pid = models.PositiveIntegerField("pid", null=True, blank=True)
+    started_at = models.DateTimeField("started", default=timezone.now)
+    last_heartbeat = models.DateTimeField("last heartbeat", default=timezone.now)
+    stopped_at = models.DateTimeField("stopped", null=True, blank=True, help_text="Set on a clean shutdown.")
+    running_runs = models.PositiveIntegerField("running runs", default=0, editable=False)
+    scheduled_jobs = models.PositiveIntegerField("scheduled jobs", default=0, editable=False)
+
+    class Meta:
+        ordering = ["-last_heartbeat"]
+        indexes = [models.Index(fields=["last_heartbeat"], name="node_heartbeat_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_alive(self) -> bool:
+        if self.stopped_at is not None:
+            return False
+        limit = settings.SCHEDULER["LOST_AFTER_SECONDS"]
+        return (timezone.now() - self.last_heartbeat).total_seconds() < limit

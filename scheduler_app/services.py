@@ -1,0 +1,216 @@
+"""Job rules: the one place that creates, changes, activates and queues jobs.
+
+Views, the admin, management commands and fixtures-through-the-shell all call these
+functions, so every path validates configs the same way and announces changes to the
+running schedulers (``notify``). Each function is one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from scheduler_app import notify, plugin_host
+from scheduler_app.models import Job, JobRun, Plugin
+from scheduler_app.plugin_host import ConfigValidationError, FieldError, PluginLoadError
+
+__all__ = [
+    "ConfigValidationError",
+    "JobRuleError",
+    "activate_job",
+    "bulk_set_active",
+    "clone_job",
+    "create_job",
+    "deactivate_job",
+    "delete_job",
+    "reload_plugin",
+    "run_now",
+    "set_plugins_enabled",
+    "update_job",
+    "update_plugin",
+    "validate_config",
+]
+
+
+class JobRuleError(Exception):
+    """A request that breaks a job rule; the message is meant for the person who asked."""
+
+
+def validate_config(plugin: Plugin, raw: Any) -> dict[str, Any]:
+    """Return ``raw`` validated and normalised by the plugin's Config, or raise.
+
+    A plugin whose code does not load cannot validate anything, so saving is refused with
+    the load error rather than storing an unchecked config.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigValidationError([FieldError((), "The configuration must be a JSON object.")])
+    try:
+        return plugin_host.validate_config(plugin.package, raw)
+    except PluginLoadError as exc:
+        raise ConfigValidationError([FieldError((), f"the plugin's code does not load: {exc}")]) from exc
+
+
+def create_job(
+    user: Any,
+    plugin: Plugin,
+    config: dict[str, Any] | None = None,
+    *,
+    description: str = "",
+    timeout: int | None = None,
+    activate: bool = False,
+) -> Job:
+    clean = validate_config(plugin, config or {})
+    with transaction.atomic():
+        job = Job.objects.create(user=user, plugin=plugin, config=clean, description=description, timeout=timeout)
+        if activate:
+            _activate(job)
+    notify.jobs_changed([job.pk])
+    return job
+
+
+_UNSET: Any = object()
+
+
+def update_job(
+    job: Job,
+    *,
+    config: dict[str, Any] | None = None,
+    description: str | None = None,
+    timeout: int | None = _UNSET,
+) -> Job:
+    """Change a job's config, description or timeout; the config is validated first."""
+    fields = ["updated_at"]
+    if config is not None:
+        job.config = validate_config(job.plugin, config)
+        fields.append("config")
+    if description is not None:
+        job.description = description
+        fields.append("description")
+    if timeout is not _UNSET:
+        if timeout is not None and timeout <= 0:
+            raise JobRuleError("The timeout must be a positive number of seconds.")
+        job.timeout = timeout
+        fields.append("timeout")
+    job.save(update_fields=fields)
+    notify.jobs_changed([job.pk])
+    return job
+
+
+def clone_job(job: Job) -> Job:
+    """Copy a job's configuration into a new, inactive job of the same user and plugin."""
+    description = f"Copy of {job.description}" if job.description else f"Copy of job {job.pk}"
+    copy = Job.objects.create(
+        user=job.user,
+        plugin=job.plugin,
+        config=job.config,
+        description=description[:200],
+        timeout=job.timeout,
+        active=False,
+    )
+    return copy
+
+
+def _activate(job: Job) -> None:
+    # Lock every job of this (user, plugin) so two activations cannot interleave; the partial
+    # unique constraint is the last line of defence if something bypasses this function.
+    siblings = list(Job.objects.select_for_update().filter(user_id=job.user_id, plugin_id=job.plugin_id))
+    Job.objects.filter(pk__in=[s.pk for s in siblings if s.active and s.pk != job.pk]).update(
+        active=False, updated_at=timezone.now()
+    )
+    job.active = True
+    job.save(update_fields=["active", "updated_at"])
+
+
+def activate_job(job: Job) -> Job:
+    """Make ``job`` the active job of its (user, plugin), deactivating the previous one atomically."""
+    try:
+        with transaction.atomic():
+            _activate(job)
+    except IntegrityError as exc:
+        raise JobRuleError("Another job of this plugin was activated at the same time; try again.") from exc
+    notify.jobs_changed(plugin_ids=[job.plugin_id])
+    return job
+
+
+def deactivate_job(job: Job) -> Job:
+    job.active = False
+    job.save(update_fields=["active", "updated_at"])
+    notify.jobs_changed([job.pk])
+    return job
+
+
+def delete_job(job: Job) -> None:
+    """Delete a job with its runs and logs; a scheduler running it cancels the run."""
+    job_id = job.pk
+    job.delete()
+    notify.jobs_changed([job_id])
+
+
+def run_now(job: Job, *, at: Any = None) -> JobRun:
+    """Queue a manual run; a scheduler claims it within a second. Refused while one is queued."""
+    with transaction.atomic():
+        if JobRun.objects.filter(job=job, status=JobRun.Status.QUEUED).exists():
+            raise JobRuleError("A run of this job is already queued.")
+        run = JobRun.objects.create(
+            job=job,
+            slot=at or timezone.now(),
+            trigger=JobRun.Trigger.MANUAL,
+            status=JobRun.Status.QUEUED,
+            plugin_package=job.plugin.package,
+        )
+    notify.run_queued(run.pk)
+    return run
+
+
+def bulk_set_active(jobs: Iterable[Job], active: bool) -> tuple[int, list[str]]:
+    """Activate or deactivate several jobs; returns (changed, problems) for the admin's message.
+
+    Activating two jobs of one (user, plugin) keeps the first and reports the rest.
+    """
+    changed, problems = 0, []
+    seen: set[tuple[int, int]] = set()
+    for job in jobs:
+        if job.active == active:
+            continue
+        if active:
+            key = (job.user_id, job.plugin_id)
+            if key in seen:
+                problems.append(f"{job}: another job of the same user and plugin was activated in this batch")
+                continue
+            seen.add(key)
+            activate_job(job)
+        else:
+            deactivate_job(job)
+        changed += 1
+    return changed, problems
+
+
+def update_plugin(plugin: Plugin) -> Plugin:
+    """Save an operator's change to a plugin (interval, enabled, timeout) and announce it."""
+    plugin.full_clean()
+    plugin.save()
+    notify.jobs_changed(plugin_ids=[plugin.pk])
+    return plugin
+
+
+def set_plugins_enabled(plugins: Iterable[Plugin], enabled: bool) -> int:
+    ids = [p.pk for p in plugins]
+    count = Plugin.objects.filter(pk__in=ids).exclude(enabled=enabled).update(enabled=enabled, updated_at=timezone.now())
+    notify.jobs_changed(plugin_ids=ids)
+    return count
+
+
+def reload_plugin(plugin: Plugin) -> Plugin:
+    """Ask every scheduler to re-import the plugin's code (checked here first).
+
+    Raises PluginLoadError if the new code does not load; the old code keeps running.
+    """
+    plugin_host.check_reload(plugin.package)
+    Plugin.objects.filter(pk=plugin.pk).update(code_version=F("code_version") + 1, updated_at=timezone.now())
+    plugin.refresh_from_db(fields=["code_version", "updated_at"])
+    notify.plugin_reload(plugin.pk, plugin.package, plugin.code_version)
+    return plugin

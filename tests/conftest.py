@@ -1,0 +1,42 @@
+"""Shared fixtures: personas (alice and bob own jobs, charlie owns nothing, staff is an
+operator) and registered example plugins."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from scheduler_app.models import Plugin
+
+SAMPLE = "plugins.sample_plugin@v0_1_0.plugin.Plugin"
+SAMPLE_V2 = "plugins.sample_plugin@v0_2_0.plugin.Plugin"
+
+
+@pytest.fixture
+def alice(db):
+    return get_user_model().objects.create_user("alice", "alice@example.com", "alice-pass")
+
+
+@pytest.fixture
+def bob(db):
+    return get_user_model().objects.create_user("bob", "bob@example.com", "bob-pass")
+
+
+@pytest.fixture
+def charlie(db):
+    return get_user_model().objects.create_user("charlie", "charlie@example.com", "charlie-pass")
+
+
+@pytest.fixture
+def staff(db):
+    return get_user_model().objects.create_superuser("staff", "staff@example.com", "staff-pass")
+
+
+@pytest.fixture
+def sample_plugin(db):
+    return Plugin.objects.create(name="Sample", package=SAMPLE, interval=10)
+
+
+@pytest.fixture
+def sample_v2_plugin(db):
+    return Plugin.objects.create(name="Sample v2", package=SAMPLE_V2, interval=15)
