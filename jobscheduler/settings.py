@@ -88,7 +88,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 5000, "expiry": 30},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": 5000,
+                "expiry": 30,
+                # several deployments (or test runs) can share one Redis under different prefixes
+                "prefix": env_str("CHANNEL_LAYER_PREFIX", "jobscheduler"),
+            },
         }
     }
 else:

@@ -19,3 +19,12 @@ from jobscheduler.settings import *  # noqa: E402,F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 WHITENOISE_USE_FINDERS = True
+
+# Parallel test runs on one machine (several developers, CI) must not share a test database.
+_suffix = os.environ.get("TEST_DB_SUFFIX", "")
+if _suffix:
+    _test = DATABASES["default"].setdefault("TEST", {})  # noqa: F405
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+        _test["NAME"] = str(BASE_DIR / f"test_jobs_{_suffix}.sqlite3")  # noqa: F405
+    else:
+        _test["NAME"] = f"test_{DATABASES['default']['NAME']}_{_suffix}"  # noqa: F405
