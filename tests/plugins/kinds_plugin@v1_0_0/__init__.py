@@ -1,0 +1,1 @@
+"""kinds_plugin: one field of every kind the config form must handle."""
