@@ -27,6 +27,7 @@ __all__ = [
     "create_job",
     "deactivate_job",
     "delete_job",
+    "register_plugin",
     "reload_plugin",
     "run_now",
     "set_plugins_enabled",
@@ -213,4 +214,30 @@ def reload_plugin(plugin: Plugin) -> Plugin:
     Plugin.objects.filter(pk=plugin.pk).update(code_version=F("code_version") + 1, updated_at=timezone.now())
     plugin.refresh_from_db(fields=["code_version", "updated_at"])
     notify.plugin_reload(plugin.pk, plugin.package, plugin.code_version)
+    return plugin
+
+
+def register_plugin(
+    package: str, *, interval: int, name: str = "", description: str = "", enabled: bool = True
+) -> Plugin:
+    """Register a plugin found on disk (admin "Available plugins", commands) in one step.
+
+    The code must load first (raises PluginLoadError); the description defaults to the plugin
+    class's ``description``. Raises JobRuleError if the package is already registered.
+    """
+    loaded = plugin_host.get_plugin(package)
+    if Plugin.objects.filter(package=package).exists():
+        raise JobRuleError(f"{package} is already registered.")
+    plugin = Plugin(
+        package=package,
+        interval=interval,
+        name=name,
+        description=description or str(getattr(loaded.instance, "description", "") or ""),
+        enabled=enabled,
+    )
+    try:
+        with transaction.atomic():
+            update_plugin(plugin)
+    except IntegrityError as exc:
+        raise JobRuleError(f"{package} is already registered.") from exc
     return plugin

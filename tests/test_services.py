@@ -58,3 +58,22 @@ def test_run_now_queues_one_manual_run(alice, sample_plugin):
     assert (run.status, run.trigger) == (JobRun.Status.QUEUED, JobRun.Trigger.MANUAL)
     with pytest.raises(services.JobRuleError):
         services.run_now(job)
+
+
+def test_register_plugin_loads_the_code_and_takes_its_description(db):
+    from tests.conftest import SAMPLE
+
+    plugin = services.register_plugin(SAMPLE, interval=42)
+    assert (plugin.package, plugin.interval, plugin.enabled) == (SAMPLE, 42, True)
+    assert plugin.description
+    with pytest.raises(services.JobRuleError, match="already registered"):
+        services.register_plugin(SAMPLE, interval=5)
+
+
+def test_register_plugin_refuses_code_that_does_not_load(db):
+    from scheduler_app.models import Plugin
+    from scheduler_app.plugin_host import PluginLoadError
+
+    with pytest.raises(PluginLoadError, match="module not found"):
+        services.register_plugin("plugins.nothing_here@v1_0_0.plugin.Plugin", interval=5)
+    assert not Plugin.objects.exists()
