@@ -1,10 +1,636 @@
-"""The operators' admin (completed by the foundation work)."""
+"""The operators' admin: plugins, every user's jobs, runs with their logs, scheduler nodes.
 
-from django.contrib import admin
+Everything that changes a job or a plugin goes through ``services`` (validation, the one-active
+rule, notifying the schedulers); actions dispatch and return, they never run a plugin inside
+the request.
+"""
 
-from scheduler_app.models import Job, JobRun, Plugin, SchedulerNode
+from __future__ import annotations
 
-admin.site.register(Plugin)
-admin.site.register(Job)
-admin.site.register(JobRun)
-admin.site.register(SchedulerNode)
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import MinValueValidator
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.translation import ngettext
+
+from scheduler_app import plugin_host, services
+from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
+from scheduler_app.plugin_host import PluginLoadError
+
+admin.site.site_header = "jobscheduler"
+admin.site.site_title = "jobscheduler"
+admin.site.index_title = "Operations"
+
+# How many log lines the run page of the admin shows inline; the users' run page has them all.
+LOG_LINES_SHOWN = 500
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+def package_load_error(package: str) -> str | None:
+    """Return why ``package`` does not load (naming the package, what failed, where it looked), or None."""
+    check = getattr(plugin_host, "check_package", None) or plugin_host.get_plugin
+    try:
+        check(package)
+    except PluginLoadError as exc:
+        return str(exc)
+    return None
+
+
+class PluginAdminForm(forms.ModelForm):
+    class Meta:
+        model = Plugin
+        fields = ["name", "package", "interval", "timeout", "enabled", "description"]
+        widgets = {"package": forms.TextInput(attrs={"size": 70})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The database refuses these too (check constraints); the form says so on the field.
+        for name in ("interval", "timeout"):
+            field = self.fields[name]
+            assert isinstance(field, forms.IntegerField)
+            field.min_value = 1
+            field.validators.append(MinValueValidator(1))
+            field.widget.attrs["min"] = 1
+
+    def clean_package(self) -> str:
+        package = (self.cleaned_data.get("package") or "").strip()
+        if not package:
+            raise ValidationError("Enter the dotted path to the plugin class.")
+        error = package_load_error(package)
+        if error:
+            raise ValidationError(f"The plugin does not load: {error}")
+        return package
+
+
+@dataclass(frozen=True)
+class Available:
+    """A plugin found on disk or in an installed distribution, as the admin lists it."""
+
+    package: str
+    description: str = ""
+    source: str = ""
+    error: str = ""
+
+
+def available_plugins() -> list[Available]:
+    """Discovered plugins that are not registered yet (``plugin_host.discover()``)."""
+    discover = getattr(plugin_host, "discover", None)
+    if discover is None:
+        return []
+    registered = set(Plugin.objects.values_list("package", flat=True))
+    found: list[Available] = []
+    for item in discover():
+        package = item if isinstance(item, str) else str(item.package)
+        if package in registered:
+            continue
+        found.append(
+            Available(
+                package=package,
+                description=str(getattr(item, "description", "") or ""),
+                source=str(getattr(item, "source", "") or getattr(item, "origin", "") or ""),
+                error=str(getattr(item, "error", "") or ""),
+            )
+        )
+    return sorted(found, key=lambda a: a.package)
+
+
+class RegisterForm(forms.Form):
+    package = forms.CharField(max_length=255)
+    interval = forms.IntegerField(min_value=1, initial=60, help_text="Seconds between runs of an active job.")
+
+
+@admin.register(Plugin)
+class PluginAdmin(admin.ModelAdmin):
+    form = PluginAdminForm
+    list_display = ["display_name", "package", "interval", "enabled", "timeout", "job_count", "code_version"]
+    list_display_links = ["display_name", "package"]
+    list_editable: list[str] = []
+    list_filter = ["enabled"]
+    search_fields = ["name", "package", "description"]
+    readonly_fields = ["code_version", "created_at", "updated_at"]
+    actions = ["enable_plugins", "disable_plugins", "reload_code"]
+    change_list_template = "admin/scheduler_app/plugin/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Plugin]:
+        # One query for the whole page: the job counts are annotated, not counted per row.
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                job_total=Count("jobs", distinct=True),
+                job_active=Count("jobs", filter=Q(jobs__active=True), distinct=True),
+            )
+        )
+
+    @admin.display(description="name", ordering="name")
+    def display_name(self, obj: Plugin) -> str:
+        return obj.display_name
+
+    @admin.display(description="jobs (active)", ordering="job_total")
+    def job_count(self, obj: Plugin) -> str:
+        return f"{obj.job_total} ({obj.job_active})"  # type: ignore[attr-defined]
+
+    def save_model(self, request: HttpRequest, obj: Plugin, form: forms.Form, change: bool) -> None:
+        # Through the service, so every scheduler hears about the new interval or state.
+        services.update_plugin(obj)
+
+    @admin.action(description="Enable selected plugins", permissions=["change"])
+    def enable_plugins(self, request: HttpRequest, queryset: QuerySet[Plugin]) -> None:
+        count = services.set_plugins_enabled(queryset, True)
+        self.message_user(
+            request, ngettext("%d plugin enabled.", "%d plugins enabled.", count) % count, messages.SUCCESS
+        )
+
+    @admin.action(description="Disable selected plugins", permissions=["change"])
+    def disable_plugins(self, request: HttpRequest, queryset: QuerySet[Plugin]) -> None:
+        count = services.set_plugins_enabled(queryset, False)
+        self.message_user(
+            request, ngettext("%d plugin disabled.", "%d plugins disabled.", count) % count, messages.SUCCESS
+        )
+
+    @admin.action(description="Reload code in every scheduler", permissions=["change"])
+    def reload_code(self, request: HttpRequest, queryset: QuerySet[Plugin]) -> None:
+        reloaded: list[Plugin] = []
+        for plugin in queryset:
+            try:
+                reloaded.append(services.reload_plugin(plugin))
+            except PluginLoadError as exc:
+                self.message_user(request, f"{plugin}: not reloaded, the old code keeps running. {exc}", messages.ERROR)
+        if reloaded:
+            names = ", ".join(f"{p} (code version {p.code_version})" for p in reloaded)
+            message = ngettext(
+                "%(count)d plugin reloaded: %(names)s.", "%(count)d plugins reloaded: %(names)s.", len(reloaded)
+            ) % {"count": len(reloaded), "names": names}
+            self.message_user(request, message, messages.SUCCESS)
+
+    # -- discovered plugins, registered in one step
+
+    def get_urls(self) -> list[Any]:
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "available/",
+                self.admin_site.admin_view(self.available_view),
+                name="%s_%s_available" % info,  # noqa: UP031 (Django's own naming pattern)
+            ),
+            *super().get_urls(),
+        ]
+
+    def available_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            if not self.has_add_permission(request):
+                raise PermissionDenied
+            return self._register(request)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Available plugins",
+            "available": available_plugins(),
+            "discovery_ready": hasattr(plugin_host, "discover"),
+            "search_path": plugin_host.search_path_description(),
+            "has_add_permission": self.has_add_permission(request),
+            "default_interval": RegisterForm.base_fields["interval"].initial,
+        }
+        return TemplateResponse(request, "admin/scheduler_app/plugin/available.html", context)
+
+    def _register(self, request: HttpRequest) -> HttpResponse:
+        back = reverse("admin:scheduler_app_plugin_available")
+        form = RegisterForm(request.POST)
+        if not form.is_valid():
+            self.message_user(request, f"Not registered: {form.errors.as_text()}", messages.ERROR)
+            return HttpResponseRedirect(back)
+        package, interval = form.cleaned_data["package"].strip(), form.cleaned_data["interval"]
+        try:
+            plugin = services.register_plugin(package, interval=interval)
+        except PluginLoadError as exc:
+            self.message_user(request, f"Not registered, the plugin does not load: {exc}", messages.ERROR)
+            return HttpResponseRedirect(back)
+        except services.JobRuleError as exc:
+            self.message_user(request, f"Not registered: {exc}", messages.ERROR)
+            return HttpResponseRedirect(back)
+        self.log_addition(request, plugin, [{"added": {}}])
+        self.message_user(
+            request, f"Registered {plugin} ({plugin.package}), every {plugin.interval} s.", messages.SUCCESS
+        )
+        return HttpResponseRedirect(reverse("admin:scheduler_app_plugin_change", args=[plugin.pk]))
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _config_field(plugin: Plugin, stored: dict[str, Any] | None) -> forms.Field:
+    """The plugin's schema form field (``config_forms.ConfigField``; cleaned value = validated config)."""
+    try:
+        from scheduler_app.config_forms import ConfigField  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # the plugin system's form field has not landed: validate JSON through the service
+        return _JSONConfigField(plugin, stored=stored)
+    return ConfigField(plugin, stored=stored, label="Config")
+
+
+class _JSONConfigField(forms.JSONField):
+    """Fallback: a JSON text area validated by the plugin's Config through the service layer."""
+
+    def __init__(self, plugin: Plugin, *, stored: dict[str, Any] | None, **kwargs: Any) -> None:
+        self.plugin = plugin
+        super().__init__(initial=stored or {}, label="Config", **kwargs)
+
+    def clean(self, value: Any) -> Any:
+        raw = super().clean(value)
+        try:
+            return services.validate_config(self.plugin, raw if raw is not None else {})
+        except services.ConfigValidationError as exc:
+            raise ValidationError(
+                [f"{'.'.join(map(str, e.loc)) or 'config'}: {e.message}" for e in exc.errors]
+            ) from exc
+
+
+class JobAdminForm(forms.ModelForm):
+    # Not the model field: activation goes through the service, which swaps atomically.
+    active = forms.BooleanField(
+        required=False,
+        help_text="Activating deactivates the other active job of this user and plugin.",
+    )
+    # Replaced in __init__ by the plugin's schema form field.
+    config = forms.JSONField(required=False)
+
+    class Meta:
+        model = Job
+        fields = ["user", "description", "timeout"]
+
+    def __init__(self, *args: Any, plugin: Plugin, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plugin = plugin
+        if not self.instance.pk and plugin is not None:
+            self.instance.plugin = plugin  # shown read-only above the form
+        self.fields["active"].initial = bool(self.instance.pk and self.instance.active)
+        self.fields["config"] = _config_field(plugin, self.instance.config if self.instance.pk else None)
+        if self.instance.pk:
+            # A job's config belongs to its user; moving it to another user is not an edit.
+            self.fields["user"].disabled = True
+
+
+class ChoosePluginForm(forms.Form):
+    plugin = forms.ModelChoiceField(
+        queryset=Plugin.objects.all(), help_text="The configuration form depends on the plugin."
+    )
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    form = JobAdminForm
+    list_display = ["__str__", "user", "plugin", "description", "active", "updated_at"]
+    list_filter = [("user", admin.RelatedOnlyFieldListFilter), "plugin", "active"]
+    list_select_related = ["user", "plugin"]
+    search_fields = ["description", "user__username", "plugin__name", "plugin__package"]
+    autocomplete_fields = ["user"]
+    readonly_fields = ["plugin_link", "created_at", "updated_at", "recent_runs"]
+    actions = ["activate_jobs", "deactivate_jobs", "run_jobs_now"]
+
+    # -- the form: plugin first, then its schema form
+
+    def _plugin_for(self, request: HttpRequest, obj: Job | None) -> Plugin | None:
+        if obj is not None:
+            return obj.plugin
+        plugin_id = request.GET.get("plugin") or request.POST.get("_plugin")
+        if not plugin_id or not str(plugin_id).isdigit():
+            return None
+        return Plugin.objects.filter(pk=plugin_id).first()
+
+    def get_form(self, request: HttpRequest, obj: Job | None = None, change: bool = False, **kwargs: Any) -> Any:
+        plugin = self._plugin_for(request, obj)
+        base = super().get_form(request, obj, change=change, **kwargs)
+
+        class BoundPluginForm(base):  # type: ignore[misc,valid-type]
+            def __init__(self, *args: Any, **kw: Any) -> None:
+                super().__init__(*args, plugin=plugin, **kw)
+
+        return BoundPluginForm
+
+    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
+        main = ["plugin_link", "user", "description", "active", "timeout", "config"]
+        fieldsets: list[Any] = [(None, {"fields": main})]
+        if obj is not None:
+            fieldsets.append(("History", {"fields": ["created_at", "updated_at", "recent_runs"]}))
+        return fieldsets
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> Any:
+        if self._plugin_for(request, None) is None:
+            return self._choose_plugin_view(request)
+        return super().add_view(request, form_url, extra_context)
+
+    def _choose_plugin_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Add job: choose the plugin",
+            "form": ChoosePluginForm(request.GET or None),
+            "has_plugins": Plugin.objects.exists(),
+        }
+        return TemplateResponse(request, "admin/scheduler_app/job/choose_plugin.html", context)
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        obj = kwargs.get("obj")
+        plugin = self._plugin_for(request, obj)
+        context["selected_plugin"] = plugin
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    @admin.display(description="plugin")
+    def plugin_link(self, obj: Job | None) -> str:
+        plugin = obj.plugin if obj is not None and obj.plugin_id else None
+        if plugin is None:
+            return "-"
+        url = reverse("admin:scheduler_app_plugin_change", args=[plugin.pk])
+        return format_html('<a href="{}">{}</a> <code>{}</code>', url, plugin, plugin.package)
+
+    @admin.display(description="recent runs")
+    def recent_runs(self, obj: Job) -> str:
+        if not obj.pk:
+            return "-"
+        runs = list(obj.runs.order_by("-slot")[:10])
+        if not runs:
+            return "no runs yet"
+        rows = format_html_join(
+            "",
+            '<li><a href="{}">{}</a> {} ({})</li>',
+            (
+                (reverse("admin:scheduler_app_jobrun_change", args=[r.pk]), r.slot, r.get_status_display(), r.node)
+                for r in runs
+            ),
+        )
+        url = reverse("admin:scheduler_app_jobrun_changelist") + f"?job__id__exact={obj.pk}"
+        return format_html('<ul style="margin-left:0">{}</ul><a href="{}">all runs</a>', rows, url)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial = super().get_changeform_initial_data(request)
+        initial.pop("plugin", None)  # ?plugin= picks the schema form; it is not a form field
+        return initial
+
+    def save_model(self, request: HttpRequest, obj: Job, form: Any, change: bool) -> None:
+        """Create or update through the service so nothing invalid is saved and schedulers hear of it."""
+        data = form.cleaned_data
+        if not change:
+            plugin = form.plugin
+            job = services.create_job(
+                data["user"],
+                plugin,
+                data["config"],
+                description=data.get("description") or "",
+                timeout=data.get("timeout"),
+                activate=bool(data.get("active")),
+            )
+            # The admin goes on with ``obj`` (redirect, history): make it the saved job.
+            obj.pk, obj.plugin, obj.config, obj.active = job.pk, job.plugin, job.config, job.active
+            obj.created_at, obj.updated_at = job.created_at, job.updated_at
+            obj._state.adding = False
+            return
+        job = Job.objects.select_related("plugin").get(pk=obj.pk)
+        services.update_job(
+            job, config=data["config"], description=data.get("description") or "", timeout=data.get("timeout")
+        )
+        if data.get("active") and not job.active:
+            try:
+                services.activate_job(job)
+            except services.JobRuleError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        elif not data.get("active") and job.active:
+            services.deactivate_job(job)
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        services.delete_job(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        for job in queryset:
+            services.delete_job(job)
+
+    # -- actions
+
+    def _bulk_active(self, request: HttpRequest, queryset: QuerySet[Job], active: bool) -> None:
+        changed, problems = services.bulk_set_active(queryset.select_related("user", "plugin"), active)
+        verb = "activated" if active else "deactivated"
+        self.message_user(
+            request,
+            ngettext("%(count)d job %(verb)s.", "%(count)d jobs %(verb)s.", changed) % {"count": changed, "verb": verb},
+            messages.SUCCESS if changed or not problems else messages.WARNING,
+        )
+        if problems:
+            refused = ngettext("%d job refused: ", "%d jobs refused: ", len(problems)) % len(problems)
+            self.message_user(request, refused + "; ".join(problems), messages.WARNING)
+
+    @admin.action(description="Activate selected jobs", permissions=["change"])
+    def activate_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._bulk_active(request, queryset, True)
+
+    @admin.action(description="Deactivate selected jobs", permissions=["change"])
+    def deactivate_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._bulk_active(request, queryset, False)
+
+    @admin.action(description="Run selected jobs now", permissions=["change"])
+    def run_jobs_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        # Queue and return: a scheduler claims each run; nothing executes inside this request.
+        queued, refused = 0, []
+        for job in queryset.select_related("plugin", "user"):
+            try:
+                services.run_now(job)
+                queued += 1
+            except services.JobRuleError as exc:
+                refused.append(f"{job}: {exc}")
+        self.message_user(
+            request,
+            ngettext("%d run queued; a scheduler picks it up.", "%d runs queued; schedulers pick them up.", queued)
+            % queued,
+            messages.SUCCESS if queued else messages.WARNING,
+        )
+        if refused:
+            self.message_user(request, "Not queued: " + "; ".join(refused), messages.WARNING)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the schedulers: operators look, they do not edit."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "job", "user", "plugin", "slot", "trigger", "status", "node", "duration_display", "log_count"]
+    list_display_links = ["id", "job"]
+    list_filter = [
+        "status",
+        ("job__plugin", admin.RelatedOnlyFieldListFilter),
+        ("job__user", admin.RelatedOnlyFieldListFilter),
+        "node",
+        "trigger",
+    ]
+    list_select_related = ["job", "job__user", "job__plugin"]
+    search_fields = ["=id", "job__description", "job__user__username", "plugin_package", "node", "error"]
+    date_hierarchy = "slot"
+    # Counting every run of a busy system on each page view is slow on PostgreSQL.
+    show_full_result_count = False
+    fields = [
+        "job",
+        "slot",
+        "trigger",
+        "status",
+        "node",
+        "plugin_package",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration_display",
+        "error",
+        "traceback",
+        "log_count",
+        "log",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="user", ordering="job__user__username")
+    def user(self, obj: JobRun) -> Any:
+        return obj.job.user
+
+    @admin.display(description="plugin", ordering="job__plugin__name")
+    def plugin(self, obj: JobRun) -> Any:
+        return obj.job.plugin
+
+    @admin.display(description="duration")
+    def duration_display(self, obj: JobRun) -> str:
+        duration = obj.duration
+        if duration is None:
+            if obj.started_at and not obj.is_finished:
+                return f"running for {(timezone.now() - obj.started_at).total_seconds():.1f} s"
+            return "-"
+        return f"{duration.total_seconds():.2f} s"
+
+    @admin.display(description="log")
+    def log(self, obj: JobRun) -> str:
+        lines = list(
+            LogLine.objects.filter(run=obj)
+            .order_by("-seq")
+            .values_list("seq", "created_at", "level", "message")[:LOG_LINES_SHOWN]
+        )
+        lines.reverse()
+        link = _run_page_link(obj)
+        if not lines:
+            return format_html("no log lines{}", link)
+        body = format_html_join(
+            "\n",
+            "{:>5} {} {:<8} {}",
+            (
+                (seq, timezone.localtime(at).strftime("%H:%M:%S.%f")[:-3], LogLine(level=level).level_name, message)
+                for seq, at, level, message in lines
+            ),
+        )
+        more = ""
+        if obj.log_count > len(lines):
+            more = format_html("<p>Showing the last {} of {} lines.</p>", len(lines), obj.log_count)
+        return format_html(
+            '{}<pre style="max-height:40em;overflow:auto;white-space:pre-wrap">{}</pre>{}', more, body, link
+        )
+
+
+def _run_page_link(run: JobRun) -> str:
+    """A link to the users' live run page when the web pages provide one."""
+    for name in ("run_detail", "scheduler_app:run_detail", "run"):
+        try:
+            url = reverse(name, args=[run.pk])
+        except NoReverseMatch:
+            continue
+        return format_html(' <a href="{}">open the live log page</a>', url)
+    return ""
+
+
+# --------------------------------------------------------------------------- scheduler nodes
+
+
+class AliveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "alive"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "alive"), ("no", "dead or stopped")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[SchedulerNode]) -> QuerySet[SchedulerNode]:
+        cutoff = timezone.now() - timedelta(seconds=settings.SCHEDULER["LOST_AFTER_SECONDS"])
+        alive = Q(stopped_at__isnull=True, last_heartbeat__gte=cutoff)
+        if self.value() == "yes":
+            return queryset.filter(alive)
+        if self.value() == "no":
+            return queryset.exclude(alive)
+        return queryset
+
+
+@admin.register(SchedulerNode)
+class SchedulerNodeAdmin(ReadOnlyAdmin):
+    list_display = [
+        "name",
+        "hostname",
+        "pid",
+        "alive",
+        "started_at",
+        "last_heartbeat",
+        "stopped_at",
+        "runs_running",
+        "scheduled_jobs",
+    ]
+    list_filter = [AliveFilter]
+    search_fields = ["name", "hostname"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SchedulerNode]:
+        # Count from the runs themselves (what is really running there), one subquery per page.
+        running = (
+            JobRun.objects.filter(node=OuterRef("name"), status=JobRun.Status.RUNNING)
+            .order_by()
+            .values("node")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(running_now=Coalesce(Subquery(running), Value(0)))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Dead nodes pile up after restarts; operators may clear them once they are gone.
+        return bool(request.user.is_superuser) and (obj is None or not obj.is_alive)
+
+    @admin.display(description="alive", boolean=True)
+    def alive(self, obj: SchedulerNode) -> bool:
+        return obj.is_alive
+
+    @admin.display(description="running runs", ordering="running_now")
+    def runs_running(self, obj: SchedulerNode) -> str:
+        count: int = obj.running_now  # type: ignore[attr-defined]
+        if not count:
+            return "0"
+        url = (
+            reverse("admin:scheduler_app_jobrun_changelist")
+            + "?"
+            + urlencode({"node": obj.name, "status__exact": "running"})
+        )
+        return format_html('<a href="{}">{}</a>', url, count)

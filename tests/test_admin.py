@@ -1,0 +1,304 @@
+"""The operators' admin, driven through Django's test client against the real database."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.messages import get_messages
+from django.urls import reverse
+from django.utils import timezone
+
+from scheduler_app import services
+from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
+from tests.conftest import SAMPLE
+
+BROKEN = "plugins.no_such_plugin@v9_9_9.plugin.Plugin"
+
+
+@pytest.fixture
+def operator(client, staff):
+    client.force_login(staff)
+    return client
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def action(client, model: str, name: str, pks: list[int]):
+    url = reverse(f"admin:scheduler_app_{model}_changelist")
+    return client.post(url, {"action": name, "_selected_action": [str(pk) for pk in pks]}, follow=True)
+
+
+# ---------------------------------------------------------------- site
+
+
+def test_the_site_is_called_jobscheduler(operator):
+    response = operator.get(reverse("admin:index"))
+    assert response.status_code == 200
+    assert "<title>Site administration | jobscheduler</title>" in response.text or "jobscheduler" in response.text
+    assert '<a href="/admin/">jobscheduler</a>' in response.text
+
+
+def test_users_without_staff_status_are_sent_to_the_login(client, alice):
+    client.force_login(alice)
+    response = client.get(reverse("admin:scheduler_app_plugin_changelist"))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+# ---------------------------------------------------------------- plugins
+
+
+def test_plugin_list_shows_job_counts_without_a_query_per_row(operator, alice, bob, django_assert_max_num_queries):
+    for i in range(6):
+        plugin = Plugin.objects.create(name=f"P{i}", package=f"{SAMPLE}{i}", interval=10 + i)
+        Job.objects.create(user=alice, plugin=plugin, active=True)
+        Job.objects.create(user=bob, plugin=plugin)
+    url = reverse("admin:scheduler_app_plugin_changelist")
+    operator.get(url)  # warm caches (content types, session)
+    with django_assert_max_num_queries(8):
+        response = operator.get(url)
+    assert response.status_code == 200
+    assert response.text.count("2 (1)") == 6  # two jobs, one active, on every row
+
+
+def test_plugin_form_refuses_a_package_that_does_not_load(operator):
+    response = operator.post(
+        reverse("admin:scheduler_app_plugin_add"),
+        {"name": "x", "package": BROKEN, "interval": 10, "timeout": 60, "enabled": "on", "description": ""},
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["package"]
+    assert BROKEN in errors[0] and "module not found" in errors[0] and "looked in plugins/" in errors[0]
+    assert not Plugin.objects.exists()
+
+
+def test_plugin_form_names_the_missing_class(operator):
+    package = "plugins.sample_plugin@v0_1_0.plugin.Nope"
+    response = operator.post(
+        reverse("admin:scheduler_app_plugin_add"),
+        {"name": "x", "package": package, "interval": 10, "timeout": 60, "enabled": "on"},
+    )
+    error = response.context["adminform"].form.errors["package"][0]
+    assert package in error and "has no class 'Nope'" in error
+
+
+def test_plugin_form_saves_a_loading_package(operator):
+    response = operator.post(
+        reverse("admin:scheduler_app_plugin_add"),
+        {"name": "Sample", "package": f"  {SAMPLE} ", "interval": 7, "timeout": 60, "enabled": "on"},
+    )
+    assert response.status_code == 302
+    plugin = Plugin.objects.get()
+    assert (plugin.package, plugin.interval, plugin.timeout) == (SAMPLE, 7, 60)
+
+
+def test_plugin_form_refuses_a_zero_interval(operator, sample_plugin):
+    response = operator.post(
+        reverse("admin:scheduler_app_plugin_change", args=[sample_plugin.pk]),
+        {"name": "Sample", "package": SAMPLE, "interval": 0, "timeout": 60, "enabled": "on"},
+    )
+    assert response.status_code == 200 and "interval" in response.context["adminform"].form.errors
+    sample_plugin.refresh_from_db()
+    assert sample_plugin.interval == 10
+
+
+def test_enable_and_disable_actions(operator, sample_plugin, sample_v2_plugin):
+    response = action(operator, "plugin", "disable_plugins", [sample_plugin.pk, sample_v2_plugin.pk])
+    assert "2 plugins disabled." in messages_of(response)
+    assert not Plugin.objects.filter(enabled=True).exists()
+    response = action(operator, "plugin", "enable_plugins", [sample_plugin.pk])
+    assert "1 plugin enabled." in messages_of(response)
+    assert list(Plugin.objects.filter(enabled=True)) == [sample_plugin]
+
+
+def test_reload_reports_success_and_the_load_error_per_plugin(operator, sample_plugin):
+    broken = Plugin.objects.create(name="Broken", package=BROKEN, interval=10)  # bypasses the form
+    response = action(operator, "plugin", "reload_code", [sample_plugin.pk, broken.pk])
+    texts = messages_of(response)
+    assert any(t.startswith("1 plugin reloaded: Sample (code version 2)") for t in texts), texts
+    assert any("Broken: not reloaded, the old code keeps running." in t and "module not found" in t for t in texts)
+    sample_plugin.refresh_from_db()
+    broken.refresh_from_db()
+    assert (sample_plugin.code_version, broken.code_version) == (2, 1)
+
+
+def test_available_plugins_page_and_one_step_registration(operator):
+    page = operator.get(reverse("admin:scheduler_app_plugin_available"))
+    assert page.status_code == 200
+    response = operator.post(
+        reverse("admin:scheduler_app_plugin_available"), {"package": SAMPLE, "interval": 12}, follow=True
+    )
+    plugin = Plugin.objects.get()
+    assert (plugin.package, plugin.interval) == (SAMPLE, 12)
+    assert any("Registered" in t for t in messages_of(response))
+    again = operator.post(
+        reverse("admin:scheduler_app_plugin_available"), {"package": SAMPLE, "interval": 5}, follow=True
+    )
+    assert any("already registered" in t for t in messages_of(again))
+    bad = operator.post(
+        reverse("admin:scheduler_app_plugin_available"), {"package": BROKEN, "interval": 5}, follow=True
+    )
+    assert any("does not load" in t and BROKEN in t for t in messages_of(bad))
+    assert Plugin.objects.count() == 1
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def test_adding_a_job_asks_for_the_plugin_first(operator, sample_plugin):
+    response = operator.get(reverse("admin:scheduler_app_job_add"))
+    assert response.status_code == 200
+    assert "choose the plugin" in response.text and 'name="plugin"' in response.text
+    form = operator.get(reverse("admin:scheduler_app_job_add") + f"?plugin={sample_plugin.pk}")
+    assert form.status_code == 200 and 'name="config"' in form.text and SAMPLE in form.text
+
+
+def test_adding_a_job_validates_the_config_through_the_plugin(operator, alice, sample_plugin):
+    url = reverse("admin:scheduler_app_job_add") + f"?plugin={sample_plugin.pk}"
+    bad = operator.post(url, {"user": alice.pk, "description": "d", "config": json.dumps({"name": "", "times": 99})})
+    assert bad.status_code == 200 and "config" in bad.context["adminform"].form.errors
+    assert not Job.objects.exists()
+    good = operator.post(
+        url, {"user": alice.pk, "description": "d", "active": "on", "config": json.dumps({"name": "A"})}
+    )
+    assert good.status_code == 302, good.context and good.context["adminform"].form.errors
+    job = Job.objects.get()
+    assert (job.user, job.plugin, job.config, job.active) == (alice, sample_plugin, {"name": "A", "times": 3}, True)
+
+
+def test_editing_a_job_activates_through_the_service(operator, alice, sample_plugin):
+    first = services.create_job(alice, sample_plugin, {}, activate=True)
+    second = services.create_job(alice, sample_plugin, {"name": "B"}, description="second")
+    url = reverse("admin:scheduler_app_job_change", args=[second.pk])
+    assert operator.get(url).status_code == 200
+    response = operator.post(
+        url, {"user": alice.pk, "description": "second!", "active": "on", "config": json.dumps({"name": "C"})}
+    )
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.active, second.active, second.config["name"], second.description) == (False, True, "C", "second!")
+
+
+def test_editing_a_job_refuses_an_invalid_config(operator, alice, sample_plugin):
+    job = services.create_job(alice, sample_plugin, {"name": "A"})
+    url = reverse("admin:scheduler_app_job_change", args=[job.pk])
+    response = operator.post(url, {"user": alice.pk, "description": "", "config": json.dumps({"times": 0})})
+    assert response.status_code == 200 and "config" in response.context["adminform"].form.errors
+    job.refresh_from_db()
+    assert job.config == {"name": "A", "times": 3}
+
+
+def test_bulk_activation_reports_what_was_done_and_refused(operator, alice, bob, sample_plugin):
+    a1 = services.create_job(alice, sample_plugin, {}, description="a1")
+    a2 = services.create_job(alice, sample_plugin, {}, description="a2")
+    b1 = services.create_job(bob, sample_plugin, {}, description="b1")
+    response = action(operator, "job", "activate_jobs", [a1.pk, a2.pk, b1.pk])
+    texts = messages_of(response)
+    assert "2 jobs activated." in texts
+    assert any(t.startswith("1 job refused: ") and "same user and plugin" in t for t in texts), texts
+    assert Job.objects.filter(active=True, user=alice).count() == 1
+    response = action(operator, "job", "deactivate_jobs", [a1.pk, a2.pk, b1.pk])
+    assert "2 jobs deactivated." in messages_of(response)
+    assert not Job.objects.filter(active=True).exists()
+
+
+def test_run_now_queues_and_returns(operator, alice, sample_plugin):
+    job = services.create_job(alice, sample_plugin, {})
+    response = action(operator, "job", "run_jobs_now", [job.pk])
+    assert any(t.startswith("1 run queued") for t in messages_of(response))
+    run = JobRun.objects.get()
+    assert (run.job, run.status, run.trigger) == (job, JobRun.Status.QUEUED, JobRun.Trigger.MANUAL)
+    again = action(operator, "job", "run_jobs_now", [job.pk])
+    assert any("already queued" in t for t in messages_of(again))
+    assert JobRun.objects.count() == 1
+
+
+def test_job_list_filters_and_search(operator, alice, bob, sample_plugin, django_assert_max_num_queries):
+    for i in range(5):
+        services.create_job(alice, sample_plugin, {}, description=f"alice {i}")
+        services.create_job(bob, sample_plugin, {}, description=f"bob {i}")
+    url = reverse("admin:scheduler_app_job_changelist")
+    operator.get(url)
+    with django_assert_max_num_queries(10):
+        assert operator.get(url).status_code == 200
+    filtered = operator.get(
+        url, {"user__id__exact": alice.pk, "active__exact": "0", "plugin__id__exact": sample_plugin.pk}
+    )
+    assert filtered.context["cl"].result_count == 5
+    assert operator.get(url, {"q": "bob 3"}).context["cl"].result_count == 1
+
+
+def test_deleting_a_job_in_the_admin_goes_through_the_service(operator, alice, sample_plugin):
+    job = services.create_job(alice, sample_plugin, {})
+    response = operator.post(reverse("admin:scheduler_app_job_delete", args=[job.pk]), {"post": "yes"})
+    assert response.status_code == 302 and not Job.objects.exists()
+
+
+# ---------------------------------------------------------------- runs and nodes
+
+
+@pytest.fixture
+def finished_run(alice, sample_plugin):
+    job = services.create_job(alice, sample_plugin, {})
+    start = timezone.now() - timedelta(seconds=10)
+    run = JobRun.objects.create(
+        job=job,
+        slot=start,
+        status=JobRun.Status.SUCCEEDED,
+        node="node-a",
+        started_at=start,
+        finished_at=start + timedelta(seconds=2.5),
+        plugin_package=SAMPLE,
+        log_count=2,
+    )
+    LogLine.objects.create(run=run, seq=1, created_at=start, level=20, message="Hello, <b>world</b>")
+    LogLine.objects.create(run=run, seq=2, created_at=start, level=40, message="it broke")
+    return run
+
+
+def test_run_list_filters_and_duration(operator, finished_run, alice, sample_plugin, django_assert_max_num_queries):
+    url = reverse("admin:scheduler_app_jobrun_changelist")
+    operator.get(url)
+    with django_assert_max_num_queries(12):
+        response = operator.get(url)
+    assert response.status_code == 200 and "2.50 s" in response.text
+    for params in (
+        {"status__exact": "succeeded"},
+        {"job__plugin__id__exact": sample_plugin.pk},
+        {"job__user__id__exact": alice.pk},
+        {"node": "node-a"},
+        {"trigger__exact": "schedule"},
+        {"slot__year": finished_run.slot.year},
+    ):
+        filtered = operator.get(url, params)
+        assert filtered.status_code == 200 and filtered.context["cl"].result_count == 1, params
+    assert operator.get(url, {"status__exact": "failed"}).context["cl"].result_count == 0
+
+
+def test_a_run_is_read_only_and_shows_its_log_escaped(operator, finished_run):
+    page = operator.get(reverse("admin:scheduler_app_jobrun_change", args=[finished_run.pk]))
+    assert page.status_code == 200
+    assert "Hello, &lt;b&gt;world&lt;/b&gt;" in page.text and "ERROR" in page.text and "it broke" in page.text
+    assert 'name="_save"' not in page.text
+    assert operator.get(reverse("admin:scheduler_app_jobrun_add")).status_code == 403
+    assert operator.post(reverse("admin:scheduler_app_jobrun_delete", args=[finished_run.pk])).status_code == 403
+
+
+def test_nodes_show_alive_dead_and_running_runs(operator, finished_run):
+    now = timezone.now()
+    SchedulerNode.objects.create(name="node-a", hostname="h1", pid=1, last_heartbeat=now)
+    SchedulerNode.objects.create(name="node-dead", hostname="h2", pid=2, last_heartbeat=now - timedelta(hours=1))
+    JobRun.objects.create(job=finished_run.job, slot=now, status=JobRun.Status.RUNNING, node="node-a", started_at=now)
+    url = reverse("admin:scheduler_app_schedulernode_changelist")
+    response = operator.get(url)
+    assert response.status_code == 200
+    rows = {node.name: node for node in response.context["cl"].result_list}
+    assert rows["node-a"].is_alive and not rows["node-dead"].is_alive
+    assert (rows["node-a"].running_now, rows["node-dead"].running_now) == (1, 0)
+    assert operator.get(url, {"alive": "yes"}).context["cl"].result_count == 1
+    assert operator.get(url, {"alive": "no"}).context["cl"].result_count == 1
+    assert operator.get(reverse("admin:scheduler_app_schedulernode_add")).status_code == 403
