@@ -27,6 +27,7 @@ from django.utils.http import urlencode
 from django.utils.translation import ngettext
 
 from scheduler_app import plugin_host, services
+from scheduler_app.config_forms import ConfigField
 from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
 from scheduler_app.plugin_host import PluginLoadError
 
@@ -235,32 +236,6 @@ class PluginAdmin(admin.ModelAdmin):
 # --------------------------------------------------------------------------- jobs
 
 
-def _config_field(plugin: Plugin, stored: dict[str, Any] | None) -> forms.Field:
-    """The plugin's schema form field (``config_forms.ConfigField``; cleaned value = validated config)."""
-    try:
-        from scheduler_app.config_forms import ConfigField  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # the plugin system's form field has not landed: validate JSON through the service
-        return _JSONConfigField(plugin, stored=stored)
-    return ConfigField(plugin, stored=stored, label="Config")
-
-
-class _JSONConfigField(forms.JSONField):
-    """Fallback: a JSON text area validated by the plugin's Config through the service layer."""
-
-    def __init__(self, plugin: Plugin, *, stored: dict[str, Any] | None, **kwargs: Any) -> None:
-        self.plugin = plugin
-        super().__init__(initial=stored or {}, label="Config", **kwargs)
-
-    def clean(self, value: Any) -> Any:
-        raw = super().clean(value)
-        try:
-            return services.validate_config(self.plugin, raw if raw is not None else {})
-        except services.ConfigValidationError as exc:
-            raise ValidationError(
-                [f"{'.'.join(map(str, e.loc)) or 'config'}: {e.message}" for e in exc.errors]
-            ) from exc
-
-
 class JobAdminForm(forms.ModelForm):
     # Not the model field: activation goes through the service, which swaps atomically.
     active = forms.BooleanField(
@@ -274,13 +249,14 @@ class JobAdminForm(forms.ModelForm):
         model = Job
         fields = ["user", "description", "timeout"]
 
-    def __init__(self, *args: Any, plugin: Plugin, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, plugin: Plugin | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.plugin = plugin
         if not self.instance.pk and plugin is not None:
             self.instance.plugin = plugin  # shown read-only above the form
         self.fields["active"].initial = bool(self.instance.pk and self.instance.active)
-        self.fields["config"] = _config_field(plugin, self.instance.config if self.instance.pk else None)
+        if plugin is not None:
+            self.fields["config"] = ConfigField(plugin, stored=self.instance.config if self.instance.pk else None)
         if self.instance.pk:
             # A job's config belongs to its user; moving it to another user is not an edit.
             self.fields["user"].disabled = True
