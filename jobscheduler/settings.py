@@ -120,7 +120,9 @@ try:
 
     zoneinfo.ZoneInfo(TIME_ZONE)
 except Exception:
-    raise ImproperlyConfigured(f"TIME_ZONE={TIME_ZONE!r}: expected an IANA time zone name such as UTC or Europe/Paris") from None
+    raise ImproperlyConfigured(
+        f"TIME_ZONE={TIME_ZONE!r}: expected an IANA time zone name such as UTC or Europe/Paris"
+    ) from None
 USE_I18N = True
 USE_TZ = True
 
@@ -154,7 +156,10 @@ X_FRAME_OPTIONS = "DENY"
 MODULE_PATH = [Path(p) for p in env_list("MODULE_PATH", [], sep=os.pathsep)]
 for _folder in MODULE_PATH:
     if not _folder.is_dir():
-        raise ImproperlyConfigured(f"MODULE_PATH: {str(_folder)!r} is not a folder")
+        raise ImproperlyConfigured(
+            f"MODULE_PATH={os.environ['MODULE_PATH']!r}: {str(_folder)!r} is not a folder; "
+            f"expected existing folders separated by {os.pathsep!r}"
+        )
 PLUGINS_DIR = BASE_DIR / "plugins"
 
 # Scheduler knobs (docs/operations.md).
@@ -174,12 +179,18 @@ SCHEDULER = {
     "NODE_NAME": env_str("SCHEDULER_NODE_NAME"),
 }
 
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL={os.environ['LOG_LEVEL']!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "apscheduler": {"level": "WARNING"},

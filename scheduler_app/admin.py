@@ -7,7 +7,6 @@ the request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -44,9 +43,8 @@ LOG_LINES_SHOWN = 500
 
 def package_load_error(package: str) -> str | None:
     """Return why ``package`` does not load (naming the package, what failed, where it looked), or None."""
-    check = getattr(plugin_host, "check_package", None) or plugin_host.get_plugin
     try:
-        check(package)
+        plugin_host.check_package(package)
     except PluginLoadError as exc:
         return str(exc)
     return None
@@ -78,40 +76,15 @@ class PluginAdminForm(forms.ModelForm):
         return package
 
 
-@dataclass(frozen=True)
-class Available:
-    """A plugin found on disk or in an installed distribution, as the admin lists it."""
-
-    package: str
-    description: str = ""
-    source: str = ""
-    error: str = ""
-
-
-def available_plugins() -> list[Available]:
-    """Discovered plugins that are not registered yet (``plugin_host.discover()``)."""
-    discover = getattr(plugin_host, "discover", None)
-    if discover is None:
-        return []
+def available_plugins() -> list[plugin_host.AvailablePlugin]:
+    """Discovered plugins (plugins/, MODULE_PATH, entry points) that are not registered yet."""
     registered = set(Plugin.objects.values_list("package", flat=True))
-    found: list[Available] = []
-    for item in discover():
-        package = item if isinstance(item, str) else str(item.package)
-        if package in registered:
-            continue
-        found.append(
-            Available(
-                package=package,
-                description=str(getattr(item, "description", "") or ""),
-                source=str(getattr(item, "source", "") or getattr(item, "origin", "") or ""),
-                error=str(getattr(item, "error", "") or ""),
-            )
-        )
-    return sorted(found, key=lambda a: a.package)
+    return sorted((a for a in plugin_host.discover() if a.package not in registered), key=lambda a: a.package)
 
 
 class RegisterForm(forms.Form):
     package = forms.CharField(max_length=255)
+    name = forms.CharField(max_length=100, required=False)
     interval = forms.IntegerField(min_value=1, initial=60, help_text="Seconds between runs of an active job.")
 
 
@@ -204,7 +177,6 @@ class PluginAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "title": "Available plugins",
             "available": available_plugins(),
-            "discovery_ready": hasattr(plugin_host, "discover"),
             "search_path": plugin_host.search_path_description(),
             "has_add_permission": self.has_add_permission(request),
             "default_interval": RegisterForm.base_fields["interval"].initial,
@@ -219,7 +191,7 @@ class PluginAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(back)
         package, interval = form.cleaned_data["package"].strip(), form.cleaned_data["interval"]
         try:
-            plugin = services.register_plugin(package, interval=interval)
+            plugin = services.register_plugin(package, interval=interval, name=form.cleaned_data["name"].strip())
         except PluginLoadError as exc:
             self.message_user(request, f"Not registered, the plugin does not load: {exc}", messages.ERROR)
             return HttpResponseRedirect(back)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from scheduler_app import services
 from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
 from tests.conftest import SAMPLE
+from tests.plugins.helpers import module_path_fixture  # noqa: F401  (the module_path fixture)
 
 BROKEN = "plugins.no_such_plugin@v9_9_9.plugin.Plugin"
 
@@ -71,7 +72,7 @@ def test_plugin_form_refuses_a_package_that_does_not_load(operator):
     )
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors["package"]
-    assert BROKEN in errors[0] and "module not found" in errors[0] and "looked in plugins/" in errors[0]
+    assert BROKEN in errors[0] and "module not found" in errors[0] and "looked in" in errors[0] and "plugins/" in errors[0]
     assert not Plugin.objects.exists()
 
 
@@ -125,24 +126,31 @@ def test_reload_reports_success_and_the_load_error_per_plugin(operator, sample_p
     assert (sample_plugin.code_version, broken.code_version) == (2, 1)
 
 
-def test_available_plugins_page_and_one_step_registration(operator):
+def test_available_plugins_lists_what_is_found_and_registers_in_one_step(operator, module_path, sample_plugin):
+    good = module_path.write_good()
+    broken = module_path.write("def broken(:\n", version="v2_0_0")
     page = operator.get(reverse("admin:scheduler_app_plugin_available"))
     assert page.status_code == 200
-    response = operator.post(
-        reverse("admin:scheduler_app_plugin_available"), {"package": SAMPLE, "interval": 12}, follow=True
-    )
-    plugin = Plugin.objects.get()
-    assert (plugin.package, plugin.interval) == (SAMPLE, 12)
-    assert any("Registered" in t for t in messages_of(response))
-    again = operator.post(
-        reverse("admin:scheduler_app_plugin_available"), {"package": SAMPLE, "interval": 5}, follow=True
-    )
+    listed = {a.package: a for a in page.context["available"]}
+    assert SAMPLE not in listed  # already registered
+    assert "plugins.lab_plugin@v0_1_0.plugin.Plugin" in listed
+    assert listed[good].ok and "MODULE_PATH" in listed[good].source
+    broken_package = module_path.package("v2_0_0")
+    assert not listed[broken_package].ok and "syntax error" in page.text
+    assert page.text.count('value="Register"') == len(listed) - 1  # no button for the broken one
+
+    url = reverse("admin:scheduler_app_plugin_available")
+    response = operator.post(url, {"package": good, "name": "Mine", "interval": 12}, follow=True)
+    plugin = Plugin.objects.get(package=good)
+    assert (plugin.name, plugin.interval, plugin.description) == ("Mine", 12, f"{module_path.name} description")
+    assert any("Registered Mine" in t for t in messages_of(response))
+    assert good not in {a.package for a in operator.get(url).context["available"]}
+    again = operator.post(url, {"package": good, "interval": 5}, follow=True)
     assert any("already registered" in t for t in messages_of(again))
-    bad = operator.post(
-        reverse("admin:scheduler_app_plugin_available"), {"package": BROKEN, "interval": 5}, follow=True
-    )
-    assert any("does not load" in t and BROKEN in t for t in messages_of(bad))
-    assert Plugin.objects.count() == 1
+    bad = operator.post(url, {"package": broken_package, "interval": 5}, follow=True)
+    assert any("does not load" in t and broken_package in t for t in messages_of(bad))
+    assert Plugin.objects.count() == 2
+    assert broken.exists()
 
 
 # ---------------------------------------------------------------- jobs
