@@ -1,0 +1,115 @@
+"""The live log websocket: ``/ws/logs/<plugin_id>/<user_id>/``.
+
+Order on connect matters:
+1. authenticate and authorise (the owner or staff) *before* joining any group; a refused
+   socket is accepted only to be closed at once with a code the browser can show
+   (4401 not logged in, 4403 not allowed, 4404 no such plugin), so it stops retrying;
+2. join the group, *then* read the backlog from the database: a line persisted in between is
+   both replayed and relayed, and the duplicate is dropped here by id, so there is no gap;
+3. relay ``log.lines`` and ``run.status`` group messages (shapes in ``streams.py``).
+
+Messages to the browser: ``{"type": "hello", "jobs": {id: label}, "runs": [...]}``,
+``{"type": "lines", "lines": [...], "replay": bool}`` and ``{"type": "run", "run": {...}}``.
+Query parameters: ``after=<LogLine id>`` resumes after the last line seen;
+``run=<JobRun id>`` narrows the view to one run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from scheduler_app import selectors, streams
+from scheduler_app.models import Plugin
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+#: Replayed ids remembered to drop their live duplicates; the newest ones are the only candidates.
+_DEDUP_WINDOW = 2000
+
+
+def _int_param(query: dict[str, list[str]], name: str) -> int | None:
+    values = query.get(name)
+    if not values:
+        return None
+    try:
+        value = int(values[0])
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+@database_sync_to_async
+def _plugin_exists(plugin_id: int) -> bool:
+    return Plugin.objects.filter(pk=plugin_id).exists()
+
+
+@database_sync_to_async
+def _backlog(plugin_id: int, user_id: int, after: int | None, run_id: int | None) -> tuple[dict, list]:
+    return selectors.stream_context(plugin_id, user_id), selectors.replay_lines(
+        plugin_id, user_id, after=after, run_id=run_id
+    )
+
+
+class LogConsumer(AsyncJsonWebsocketConsumer):
+    group: str | None = None
+
+    async def connect(self) -> None:
+        self.group = None
+        kwargs = self.scope["url_route"]["kwargs"]
+        plugin_id, user_id = int(kwargs["plugin_id"]), int(kwargs["user_id"])
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self._refuse(CLOSE_UNAUTHENTICATED)
+            return
+        if user.pk != user_id and not user.is_staff:
+            await self._refuse(CLOSE_FORBIDDEN)
+            return
+        if not await _plugin_exists(plugin_id):
+            await self._refuse(CLOSE_NOT_FOUND)
+            return
+
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        after = _int_param(query, "after")
+        self.run_filter = _int_param(query, "run")
+
+        self.group = streams.log_group_name(plugin_id, user_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        # Group messages queue up while this handler runs (Channels dispatches one at a time),
+        # so everything relayed later comes after the backlog.
+        context, lines = await _backlog(plugin_id, user_id, after, self.run_filter)
+        self.replayed = {line["id"] for line in lines[-_DEDUP_WINDOW:]}
+        await self.send_json({"type": "hello", "jobs": context["jobs"], "runs": context["runs"]})
+        await self.send_json({"type": "lines", "lines": lines, "replay": True})
+
+    async def _refuse(self, code: int) -> None:
+        # Accept-then-close: closing before accept() is an HTTP 403 in which the browser sees no code.
+        await self.accept()
+        await self.close(code=code)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """The browser has nothing to say; ignore whatever it sends."""
+
+    async def log_lines(self, event: dict[str, Any]) -> None:
+        lines = event.get("lines", [])
+        if self.replayed:
+            lines = [line for line in lines if line["id"] not in self.replayed]
+        if self.run_filter is not None:
+            lines = [line for line in lines if line["run"] == self.run_filter]
+        if lines:
+            await self.send_json({"type": "lines", "lines": lines, "replay": False})
+
+    async def run_status(self, event: dict[str, Any]) -> None:
+        run = event.get("run") or {}
+        if self.run_filter is not None and run.get("id") != self.run_filter:
+            return
+        await self.send_json({"type": "run", "run": run})

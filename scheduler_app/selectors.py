@@ -1,0 +1,197 @@
+"""Read-side queries for the users' pages and the live log consumer.
+
+Every function here issues a fixed number of queries, whatever the size of the history: the
+"last run" of a job is one correlated subquery served by the (job, -slot) index, and run
+history pages use keyset pagination instead of OFFSET and a full COUNT(*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db.models import OuterRef, Q, Subquery
+from django.utils import timezone
+
+from scheduler_app import slots, streams
+from scheduler_app.models import Job, JobRun, LogLine, Plugin
+
+#: Lines a fresh log view gets (the newest); a resume gets every line after its cursor, up to REPLAY_MAX.
+REPLAY_RECENT = 300
+REPLAY_MAX = 5000
+#: The replay looks at this many of the newest runs; a resume cursor older than their lines starts at them.
+REPLAY_RUNS = 100
+#: Run history: rows per page and how far the "how many runs" count goes before it says "more than".
+HISTORY_PAGE = 50
+HISTORY_COUNT_CAP = 10_000
+
+
+def next_run_at(job: Job, plugin: Plugin, now: datetime | None = None) -> datetime | None:
+    """When the scheduler will next run ``job`` (the engine's slot math); None if it is not scheduled."""
+    if not job.active or not plugin.enabled:
+        return None
+    now_ms = slots.to_ms(now or timezone.now())
+    return slots.to_datetime(slots.slot_after(now_ms, job.pk, plugin.interval))
+
+
+def _with_last_run(jobs: Any) -> Any:
+    newest = JobRun.objects.filter(job=OuterRef("pk")).order_by("-slot", "-id").values("id")[:1]
+    return jobs.annotate(last_run_id=Subquery(newest))
+
+
+def _attach_last_runs(jobs: list[Job]) -> None:
+    ids = [j.last_run_id for j in jobs if j.last_run_id]
+    runs = JobRun.objects.defer("traceback").in_bulk(ids) if ids else {}
+    for job in jobs:
+        job.last_run = runs.get(job.last_run_id)
+
+
+@dataclass
+class PluginRow:
+    plugin: Plugin
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def active_job(self) -> Job | None:
+        return next((j for j in self.jobs if j.active), None)
+
+
+def dashboard(user: Any) -> list[PluginRow]:
+    """Every enabled plugin with ``user``'s jobs for it, each job with its last and next run (3 queries)."""
+    rows = {p.pk: PluginRow(p) for p in Plugin.objects.filter(enabled=True).order_by("name", "package")}
+    jobs = list(
+        _with_last_run(Job.objects.filter(user=user, plugin__enabled=True)).order_by("plugin_id", "-active", "id")
+    )
+    _attach_last_runs(jobs)
+    now = timezone.now()
+    for job in jobs:
+        row = rows[job.plugin_id]
+        job.plugin = row.plugin  # avoid one query per job for job.plugin
+        job.next_run = next_run_at(job, row.plugin, now)
+        row.jobs.append(job)
+    return list(rows.values())
+
+
+def plugin_jobs(user: Any, plugin: Plugin) -> list[Job]:
+    """``user``'s jobs of ``plugin``, active first, each with its last and next run (2 queries)."""
+    jobs = list(_with_last_run(Job.objects.filter(user=user, plugin=plugin)).order_by("-active", "id"))
+    _attach_last_runs(jobs)
+    now = timezone.now()
+    for job in jobs:
+        job.plugin = plugin
+        job.next_run = next_run_at(job, plugin, now)
+    return jobs
+
+
+@dataclass
+class HistoryPage:
+    runs: list[JobRun]
+    total: int
+    total_capped: bool
+    next_cursor: str | None
+    is_first: bool
+
+
+def encode_cursor(run: JobRun) -> str:
+    return f"{int(run.slot.timestamp() * 1_000_000)}.{run.pk}"
+
+
+def decode_cursor(raw: str) -> tuple[datetime, int] | None:
+    try:
+        micros, run_id = raw.split(".", 1)
+        slot = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
+        return slot, int(run_id)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def run_history(job: Job, cursor: str | None = None, page_size: int = HISTORY_PAGE) -> HistoryPage:
+    """One page of ``job``'s runs, newest first, after ``cursor`` (keyset on (slot, id))."""
+    runs = JobRun.objects.filter(job=job).defer("traceback", "error").order_by("-slot", "-id")
+    after = decode_cursor(cursor) if cursor else None
+    if after is not None:
+        slot, run_id = after
+        runs = runs.filter(Q(slot__lt=slot) | Q(slot=slot, id__lt=run_id))
+    page = list(runs[: page_size + 1])
+    has_more = len(page) > page_size
+    page = page[:page_size]
+    # A capped count: exact up to the cap, "more than" beyond it, never a scan of a huge history.
+    total = JobRun.objects.filter(job=job).order_by()[: HISTORY_COUNT_CAP + 1].count()
+    return HistoryPage(
+        runs=page,
+        total=min(total, HISTORY_COUNT_CAP),
+        total_capped=total > HISTORY_COUNT_CAP,
+        next_cursor=encode_cursor(page[-1]) if has_more and page else None,
+        is_first=after is None,
+    )
+
+
+def run_lines(run: JobRun, limit: int = 20_000) -> tuple[list[LogLine], bool]:
+    """The log of one run in order, and whether it was cut at ``limit``."""
+    lines = list(LogLine.objects.filter(run=run).order_by("seq")[: limit + 1])
+    return lines[:limit], len(lines) > limit
+
+
+def replay_lines(
+    plugin_id: int, user_id: int, *, after: int | None = None, run_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Stored lines for a live log view, oldest first, as ``streams.line_payload`` dicts.
+
+    Without ``after``: the newest REPLAY_RECENT lines. With ``after`` (the last LogLine id the
+    browser saw): every line after it, up to REPLAY_MAX. ``run_id`` narrows it to one run.
+    """
+    if run_id is not None:
+        run_ids = list(
+            JobRun.objects.filter(pk=run_id, job__user_id=user_id, job__plugin_id=plugin_id).values_list(
+                "id", flat=True
+            )
+        )
+    else:
+        job_ids = list(Job.objects.filter(user_id=user_id, plugin_id=plugin_id).values_list("id", flat=True))
+        if not job_ids:
+            return []
+        # The newest runs, found through the (job, -slot) index; lines of older runs are history, not "live".
+        run_ids = list(
+            JobRun.objects.filter(job_id__in=job_ids)
+            .order_by("-slot", "-id")
+            .values_list("id", flat=True)[:REPLAY_RUNS]
+        )
+    if not run_ids:
+        return []
+    lines = LogLine.objects.filter(run_id__in=run_ids)
+    if after is not None:
+        chosen = list(lines.filter(id__gt=after).order_by("id")[:REPLAY_MAX].values(*_LINE_FIELDS))
+    else:
+        chosen = list(lines.order_by("-id")[:REPLAY_RECENT].values(*_LINE_FIELDS))
+        chosen.reverse()
+    return [_payload(row) for row in chosen]
+
+
+_LINE_FIELDS = ("id", "run_id", "run__job_id", "seq", "created_at", "level", "message")
+
+
+def _payload(row: dict[str, Any]) -> dict[str, Any]:
+    return streams.line_payload(
+        id=row["id"],
+        run_id=row["run_id"],
+        job_id=row["run__job_id"],
+        seq=row["seq"],
+        created_at=row["created_at"],
+        level=row["level"],
+        message=row["message"],
+    )
+
+
+def stream_context(plugin_id: int, user_id: int) -> dict[str, Any]:
+    """What a log view needs besides lines: the user's jobs of the plugin (id -> label) and the runs in flight."""
+    jobs = {
+        str(pk): (desc or f"job {pk}")
+        for pk, desc in Job.objects.filter(user_id=user_id, plugin_id=plugin_id).values_list("id", "description")
+    }
+    live = JobRun.objects.filter(
+        job__user_id=user_id,
+        job__plugin_id=plugin_id,
+        status__in=[JobRun.Status.QUEUED, JobRun.Status.RUNNING],
+    ).order_by("-id")[:20]
+    return {"jobs": jobs, "runs": [streams.run_payload(r) for r in live]}

@@ -1,0 +1,297 @@
+"""The users' pages: dashboard, plugin page with job actions, run history and run page.
+
+Every view requires login. Objects are looked up through the requesting user: someone
+else's job or run is a 404, never a 403, so ids leak nothing. Staff may *view* any user's
+pages (``?user=<id>`` or ``/users/<id>/plugins/<id>/``) but change only their own jobs here;
+operators change other people's jobs in the admin. Every change goes through
+``scheduler_app.services``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from scheduler_app import selectors, services
+from scheduler_app.forms import ConfirmDeleteForm, JobForm
+from scheduler_app.models import Job, JobRun, Plugin
+from scheduler_app.plugin_host import PluginLoadError
+from scheduler_app.services import ConfigValidationError, JobRuleError
+
+User = get_user_model()
+
+
+# --- who is looked at ----------------------------------------------------------------------
+
+
+def _subject(request: HttpRequest, user_id: int | None = None) -> Any:
+    """The user whose pages are shown: the requester, or (staff only) the one named."""
+    if user_id is None:
+        raw = request.GET.get("user")
+        if raw:
+            try:
+                user_id = int(raw)
+            except ValueError:
+                raise Http404("no such user") from None
+    if user_id is None or user_id == request.user.pk:
+        return request.user
+    if not request.user.is_staff:
+        raise Http404("no such user")
+    return get_object_or_404(User, pk=user_id)
+
+
+def _own_job(request: HttpRequest, job_id: int) -> Job:
+    """A job the requester may change: their own, whoever they are."""
+    return get_object_or_404(Job.objects.select_related("plugin"), pk=job_id, user=request.user)
+
+
+def _visible_job(request: HttpRequest, job_id: int) -> Job:
+    jobs = Job.objects.select_related("plugin", "user")
+    if not request.user.is_staff:
+        jobs = jobs.filter(user=request.user)
+    return get_object_or_404(jobs, pk=job_id)
+
+
+def _plugin_url(plugin: Plugin, user: Any, request: HttpRequest, job: Job | None = None) -> str:
+    if user.pk == request.user.pk:
+        url = reverse("plugin", args=[plugin.pk])
+    else:
+        url = reverse("user_plugin", args=[user.pk, plugin.pk])
+    return f"{url}#job-{job.pk}" if job else url
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    subject = _subject(request)
+    rows = selectors.dashboard(subject)
+    return render(
+        request,
+        "scheduler_app/dashboard.html",
+        {"rows": rows, "subject": subject, "is_self": subject.pk == request.user.pk},
+    )
+
+
+def _job_form(plugin: Plugin, job: Job, readonly: bool, data: Any = None) -> JobForm:
+    return JobForm(
+        plugin,
+        data,
+        prefix=f"job-{job.pk}",
+        stored=job.config,
+        readonly=readonly,
+        initial={"description": job.description},
+    )
+
+
+def _new_form(plugin: Plugin, data: Any = None) -> JobForm:
+    return JobForm(plugin, data, prefix="new")
+
+
+def _render_plugin_page(
+    request: HttpRequest,
+    plugin: Plugin,
+    subject: Any,
+    *,
+    bound: dict[int, JobForm] | None = None,
+    new_form: JobForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    readonly = subject.pk != request.user.pk
+    bound = bound or {}
+    jobs = selectors.plugin_jobs(subject, plugin)
+    load_error = None
+    try:
+        for job in jobs:
+            job.form = bound.get(job.pk) or _job_form(plugin, job, readonly)
+        if new_form is None and not readonly:
+            new_form = _new_form(plugin)
+    except PluginLoadError as exc:  # broken plugin code: show the jobs, say why they cannot be edited
+        load_error = str(exc)
+        for job in jobs:
+            job.form = None
+        new_form = None
+    media = next((j.form.media for j in jobs if j.form), None) or (new_form.media if new_form else None)
+    return render(
+        request,
+        "scheduler_app/plugin.html",
+        {
+            "plugin": plugin,
+            "subject": subject,
+            "readonly": readonly,
+            "jobs": jobs,
+            "new_form": new_form,
+            "open_new": bool(new_form is not None and (new_form.is_bound or not jobs)),
+            "form_media": media,
+            "load_error": load_error,
+            "ws_path": f"/ws/logs/{plugin.pk}/{subject.pk}/",
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_GET
+def plugin_page(request: HttpRequest, plugin_id: int, user_id: int | None = None) -> HttpResponse:
+    subject = _subject(request, user_id)
+    plugin = get_object_or_404(Plugin, pk=plugin_id)
+    if not plugin.enabled and not Job.objects.filter(user=subject, plugin=plugin).exists():
+        raise Http404("no such plugin")
+    return _render_plugin_page(request, plugin, subject)
+
+
+@login_required
+@require_GET
+def job_runs(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _visible_job(request, job_id)
+    page = selectors.run_history(job, request.GET.get("after"))
+    return render(
+        request,
+        "scheduler_app/job_runs.html",
+        {"job": job, "page": page, "plugin_url": _plugin_url(job.plugin, job.user, request, job)},
+    )
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    runs = JobRun.objects.select_related("job__plugin", "job__user")
+    if not request.user.is_staff:
+        runs = runs.filter(job__user=request.user)
+    run = get_object_or_404(runs, pk=run_id)
+    lines, truncated = selectors.run_lines(run)
+    return render(
+        request,
+        "scheduler_app/run.html",
+        {
+            "run": run,
+            "job": run.job,
+            "lines": lines,
+            "truncated": truncated,
+            "last_line_id": lines[-1].pk if lines else 0,
+            "ws_path": f"/ws/logs/{run.job.plugin_id}/{run.job.user_id}/",
+            "plugin_url": _plugin_url(run.job.plugin, run.job.user, request, run.job),
+        },
+    )
+
+
+# --- actions (POST only, own jobs only, through the service layer) ---------------------------
+
+
+def _back(request: HttpRequest, job: Job) -> HttpResponseRedirect:
+    return HttpResponseRedirect(_plugin_url(job.plugin, request.user, request, job))
+
+
+@login_required
+@require_POST
+def job_create(request: HttpRequest, plugin_id: int) -> HttpResponse:
+    plugin = get_object_or_404(Plugin, pk=plugin_id, enabled=True)
+    form = _new_form(plugin, request.POST)
+    if form.is_valid():
+        try:
+            job = services.create_job(
+                request.user, plugin, form.cleaned_data["config"], description=form.cleaned_data["description"]
+            )
+        except ConfigValidationError as exc:
+            form.add_config_errors(exc)
+        else:
+            messages.success(request, f"Saved the new configuration “{job.description or f'job {job.pk}'}”.")
+            return _back(request, job)
+    messages.error(request, "The new configuration was not saved: please correct the errors below.")
+    return _render_plugin_page(request, plugin, request.user, new_form=form, status=400)
+
+
+@login_required
+@require_POST
+def job_save(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _own_job(request, job_id)
+    form = _job_form(job.plugin, job, False, request.POST)
+    if form.is_valid():
+        try:
+            services.update_job(job, config=form.cleaned_data["config"], description=form.cleaned_data["description"])
+        except ConfigValidationError as exc:
+            form.add_config_errors(exc)
+        else:
+            messages.success(request, f"Saved {_label(job)}.")
+            return _back(request, job)
+    messages.error(request, f"{_label(job).capitalize()} was not saved: please correct the errors below.")
+    return _render_plugin_page(request, job.plugin, request.user, bound={job.pk: form}, status=400)
+
+
+def _label(job: Job) -> str:
+    return f"“{job.description}”" if job.description else f"job {job.pk}"
+
+
+@login_required
+@require_POST
+def job_clone(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _own_job(request, job_id)
+    copy = services.clone_job(job)
+    messages.success(request, f"Cloned {_label(job)} into {_label(copy)} (inactive).")
+    return _back(request, copy)
+
+
+@login_required
+@require_POST
+def job_activate(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _own_job(request, job_id)
+    previous = Job.objects.filter(user=request.user, plugin=job.plugin, active=True).exclude(pk=job.pk).first()
+    try:
+        services.activate_job(job)
+    except JobRuleError as exc:
+        messages.error(request, str(exc))
+    else:
+        swapped = f"; {_label(previous)} is no longer active" if previous else ""
+        messages.success(request, f"Activated {_label(job)}{swapped}.")
+    return _back(request, job)
+
+
+@login_required
+@require_POST
+def job_deactivate(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _own_job(request, job_id)
+    services.deactivate_job(job)
+    messages.success(request, f"Deactivated {_label(job)}: it will not run on schedule.")
+    return _back(request, job)
+
+
+@login_required
+@require_POST
+def job_run_now(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _own_job(request, job_id)
+    try:
+        run = services.run_now(job)
+    except JobRuleError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Run #{run.pk} of {_label(job)} queued: its log appears below.")
+    return _back(request, job)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_delete(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _own_job(request, job_id)
+    if request.method == "POST":
+        form = ConfirmDeleteForm(request.POST)
+        if form.is_valid():
+            plugin = job.plugin
+            label = _label(job)
+            services.delete_job(job)
+            messages.success(request, f"Deleted {label} with its run history.")
+            return HttpResponseRedirect(reverse("plugin", args=[plugin.pk]))
+    run_count = JobRun.objects.filter(job=job).order_by()[: selectors.HISTORY_COUNT_CAP + 1].count()
+    return render(
+        request,
+        "scheduler_app/job_confirm_delete.html",
+        {"job": job, "run_count": run_count, "capped": run_count > selectors.HISTORY_COUNT_CAP},
+    )

@@ -1,0 +1,290 @@
+/*
+ * The live log view: connects to /ws/logs/<plugin>/<user>/, shows replayed and live lines,
+ * colours levels and ANSI SGR codes, follows the tail (with a pause), and reconnects with
+ * backoff, resuming after the last line id it saw so nothing is lost or shown twice.
+ *
+ * Safety: every piece of text goes into the DOM through textContent; no line is ever parsed
+ * as HTML, so a plugin that logs "<script>" shows exactly that text.
+ */
+(function () {
+  "use strict";
+
+  var MAX_LINES = 5000;           // keep the page light during long runs
+  var MAX_RUN_CHIPS = 6;
+  var REFUSED = { 4401: "log in to see this log", 4403: "you may not see this log", 4404: "no such log" };
+  var SGR = /\x1b\[([0-9;]*)m/g;
+  var OTHER_ESCAPES = /\x1b\[[0-9;?]*[A-Za-z]/g;
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  /* Split a message into [{text, fg, bold}] following SGR codes 0, 1, 22, 30-37, 39, 90-97. */
+  function ansiSegments(message) {
+    var segments = [];
+    var state = { fg: null, bold: false };
+    var pos = 0;
+    var match;
+    SGR.lastIndex = 0;
+    function push(text) {
+      text = text.replace(OTHER_ESCAPES, "");
+      if (text) segments.push({ text: text, fg: state.fg, bold: state.bold });
+    }
+    while ((match = SGR.exec(message)) !== null) {
+      push(message.slice(pos, match.index));
+      var codes = match[1] === "" ? [0] : match[1].split(";").map(Number);
+      codes.forEach(function (code) {
+        if (code === 0) { state.fg = null; state.bold = false; }
+        else if (code === 1) state.bold = true;
+        else if (code === 22) state.bold = false;
+        else if ((code >= 30 && code <= 37) || (code >= 90 && code <= 97)) state.fg = code;
+        else if (code === 39) state.fg = null;
+      });
+      pos = SGR.lastIndex;
+    }
+    push(message.slice(pos));
+    return segments;
+  }
+
+  function renderMessage(target, message) {
+    ansiSegments(String(message)).forEach(function (seg) {
+      if (seg.fg === null && !seg.bold) {
+        target.appendChild(document.createTextNode(seg.text));
+        return;
+      }
+      var classes = [];
+      if (seg.fg !== null) classes.push("ansi-" + seg.fg);
+      if (seg.bold) classes.push("ansi-bold");
+      target.appendChild(el("span", classes.join(" "), seg.text));
+    });
+  }
+
+  function pad(n) { return n < 10 ? "0" + n : String(n); }
+  function clock(iso) {
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) return "";
+    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+  }
+
+  function LogView(root) {
+    this.root = root;
+    this.wsPath = root.getAttribute("data-ws-path") || "";
+    this.runFilter = root.hasAttribute("data-run") ? Number(root.getAttribute("data-run")) : null;
+    this.list = root.querySelector("[data-lines]");
+    this.stateEl = root.querySelector(".logview-state");
+    this.countEl = root.querySelector("[data-count]");
+    this.runsEl = root.querySelector("[data-runs]");
+    this.pauseBtn = root.querySelector('[data-action="pause"]');
+    this.pausedNote = root.querySelector(".logview-paused-note");
+    this.jobs = {};
+    this.runs = {};
+    this.runOrder = [];
+    this.seen = new Set();
+    this.lastId = Number(root.getAttribute("data-after") || 0);
+    this.paused = false;
+    this.attempt = 0;
+    this.everConnected = false;
+    this.socket = null;
+    var self = this;
+    Array.prototype.forEach.call(this.list.children, function (li) {
+      var id = Number(li.getAttribute("data-id"));
+      if (id) { self.seen.add(id); if (id > self.lastId) self.lastId = id; }
+    });
+    this.updateCount();
+    if (this.pauseBtn) this.pauseBtn.addEventListener("click", function () { self.setPaused(!self.paused); });
+    var clearBtn = root.querySelector('[data-action="clear"]');
+    if (clearBtn) clearBtn.addEventListener("click", function () {
+      self.list.textContent = "";
+      self.updateCount();
+    });
+    this.scrollToEnd();
+    if (this.wsPath) this.connect();
+    else this.setState("complete", "complete");
+  }
+
+  LogView.prototype.setState = function (state, text) {
+    this.stateEl.setAttribute("data-state", state);
+    this.stateEl.textContent = text;
+    this.root.setAttribute("data-connection", state);
+  };
+
+  LogView.prototype.setPaused = function (paused) {
+    this.paused = paused;
+    this.pauseBtn.setAttribute("aria-pressed", paused ? "true" : "false");
+    this.pauseBtn.textContent = paused ? "Resume" : "Pause";
+    if (this.pausedNote) this.pausedNote.hidden = !paused;
+    if (!paused) this.scrollToEnd();
+  };
+
+  LogView.prototype.scrollToEnd = function () {
+    this.list.scrollTop = this.list.scrollHeight;
+  };
+
+  LogView.prototype.updateCount = function () {
+    if (this.countEl) this.countEl.textContent = String(this.list.querySelectorAll(".logline:not(.is-marker)").length);
+  };
+
+  LogView.prototype.url = function () {
+    var proto = window.location.protocol === "https:" ? "wss:" : "ws:";
+    var params = [];
+    if (this.lastId) params.push("after=" + encodeURIComponent(this.lastId));
+    if (this.runFilter !== null) params.push("run=" + encodeURIComponent(this.runFilter));
+    return proto + "//" + window.location.host + this.wsPath + (params.length ? "?" + params.join("&") : "");
+  };
+
+  LogView.prototype.connect = function () {
+    var self = this;
+    this.setState(this.everConnected ? "reconnecting" : "connecting", this.everConnected ? "reconnecting…" : "connecting…");
+    var socket;
+    try {
+      socket = new WebSocket(this.url());
+    } catch (err) {
+      this.scheduleReconnect();
+      return;
+    }
+    this.socket = socket;
+    socket.onopen = function () {
+      self.attempt = 0;
+    };
+    socket.onmessage = function (event) {
+      var msg;
+      try { msg = JSON.parse(event.data); } catch (err) { return; }
+      self.handle(msg);
+    };
+    socket.onclose = function (event) {
+      self.socket = null;
+      if (REFUSED[event.code]) {
+        self.setState("refused", "refused: " + REFUSED[event.code]);
+        return;
+      }
+      if (self.everConnected) self.marker("disconnected; reconnecting…");
+      self.scheduleReconnect();
+    };
+  };
+
+  LogView.prototype.scheduleReconnect = function () {
+    var self = this;
+    // 0.5 s, 1 s, 2 s ... capped at 15 s, with jitter so many browsers don't return at once.
+    var delay = Math.min(15000, 500 * Math.pow(2, this.attempt)) * (0.75 + Math.random() * 0.5);
+    this.attempt += 1;
+    this.setState("reconnecting", "disconnected · retrying in " + Math.max(1, Math.round(delay / 1000)) + " s");
+    window.setTimeout(function () { self.connect(); }, delay);
+  };
+
+  LogView.prototype.handle = function (msg) {
+    if (msg.type === "hello") {
+      var wasConnected = this.everConnected;
+      this.everConnected = true;
+      this.jobs = msg.jobs || {};
+      this.setState("live", "live");
+      if (wasConnected) this.marker("reconnected; resumed after line " + this.lastId);
+      var self = this;
+      (msg.runs || []).forEach(function (run) { self.updateRun(run); });
+    } else if (msg.type === "lines") {
+      this.append(msg.lines || []);
+    } else if (msg.type === "run") {
+      this.updateRun(msg.run);
+    }
+  };
+
+  LogView.prototype.jobLabel = function (jobId) {
+    var label = this.jobs[String(jobId)];
+    return label ? label : "job " + jobId;
+  };
+
+  LogView.prototype.lineNode = function (line) {
+    var level = String(line.level || "INFO");
+    var li = el("li", "logline lvl-" + level.toLowerCase());
+    li.setAttribute("data-id", String(line.id));
+    li.setAttribute("data-run", String(line.run));
+    var time = el("time", null, clock(line.ts));
+    time.setAttribute("datetime", line.ts);
+    li.appendChild(time);
+    if (this.runFilter === null) {
+      var tag = el("span", "run-tag");
+      var link = el("a", null, "#" + line.run);
+      link.href = "/runs/" + encodeURIComponent(line.run) + "/";
+      link.title = "run " + line.run + " of " + this.jobLabel(line.job);
+      tag.appendChild(link);
+      tag.appendChild(document.createTextNode(" " + this.jobLabel(line.job)));
+      li.appendChild(tag);
+    }
+    li.appendChild(el("span", "lvl", level));
+    var msg = el("span", "msg");
+    renderMessage(msg, line.message);
+    li.appendChild(msg);
+    return li;
+  };
+
+  LogView.prototype.append = function (lines) {
+    var fragment = document.createDocumentFragment();
+    var added = 0;
+    for (var i = 0; i < lines.length; i++) {
+      var line = lines[i];
+      if (this.seen.has(line.id)) continue;
+      if (this.runFilter !== null && line.run !== this.runFilter) continue;
+      this.seen.add(line.id);
+      if (line.id > this.lastId) this.lastId = line.id;
+      fragment.appendChild(this.lineNode(line));
+      added++;
+    }
+    if (!added) return;
+    var empty = this.list.querySelector(".logview-empty");
+    if (empty) empty.remove();
+    this.list.appendChild(fragment);
+    while (this.list.children.length > MAX_LINES) this.list.removeChild(this.list.firstChild);
+    if (this.seen.size > MAX_LINES * 4) this.seen = new Set(Array.prototype.map.call(this.list.children, function (li) { return Number(li.getAttribute("data-id")); }));
+    this.updateCount();
+    if (!this.paused) this.scrollToEnd();
+  };
+
+  LogView.prototype.marker = function (text) {
+    var li = el("li", "logline is-marker", "— " + text + " —");
+    this.list.appendChild(li);
+    if (!this.paused) this.scrollToEnd();
+  };
+
+  LogView.prototype.updateRun = function (run) {
+    if (!run || (this.runFilter !== null && run.id !== this.runFilter)) {
+      return;
+    }
+    if (this.runFilter !== null) {
+      var badge = document.querySelector("[data-run-status]");
+      if (badge) {
+        badge.textContent = run.status.replace("_", " ");
+        badge.className = "badge badge-" + run.status.replace("_", "-");
+      }
+      if (["succeeded", "failed", "timed_out", "cancelled", "lost"].indexOf(run.status) !== -1) {
+        this.marker("run " + run.status.replace("_", " ") + (run.error ? ": " + run.error : ""));
+      }
+      return;
+    }
+    if (!this.runs[run.id]) this.runOrder.push(run.id);
+    this.runs[run.id] = run;
+    while (this.runOrder.length > MAX_RUN_CHIPS) delete this.runs[this.runOrder.shift()];
+    var self = this;
+    this.runsEl.textContent = "";
+    this.runOrder.slice().reverse().forEach(function (id) {
+      var r = self.runs[id];
+      var chip = el("span", "runchip");
+      chip.setAttribute("data-status", r.status);
+      chip.setAttribute("data-run-chip", String(r.id));
+      var link = el("a", null, "#" + r.id + " " + self.jobLabel(r.job) + " · " + r.status.replace("_", " "));
+      link.href = "/runs/" + encodeURIComponent(r.id) + "/";
+      if (r.error) link.title = r.error;
+      chip.appendChild(link);
+      self.runsEl.appendChild(chip);
+    });
+  };
+
+  function init() {
+    var roots = document.querySelectorAll("[data-logview]");
+    window.jobschedulerLogViews = Array.prototype.map.call(roots, function (root) { return new LogView(root); });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
