@@ -228,6 +228,16 @@ def _build(package: str, module: Any, class_name: str) -> LoadedPlugin:
         raise PluginLoadError(package, f"module {module.__name__} ({where}) has no class {class_name!r}{hint}")
     if not inspect.isclass(cls):
         raise PluginLoadError(package, f"{class_name!r} in {module.__name__} is not a class")
+    return _build_class(package, cls)
+
+
+def load_class(cls: type, package: str | None = None) -> LoadedPlugin:
+    """Build a plugin from a class object (not cached): for tests and tools."""
+    return _build_class(package or f"{cls.__module__}.{cls.__qualname__}", cls)
+
+
+def _build_class(package: str, cls: type) -> LoadedPlugin:
+    class_name = cls.__name__
     try:
         instance = cls()
     except Exception as exc:

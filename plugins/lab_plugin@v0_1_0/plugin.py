@@ -10,7 +10,7 @@ from scheduler_app import JobPlugin, RunContext, hookimpl
 
 
 class ExperimentFailed(RuntimeError):
-    pass
+    """The simulated sensor drifted: the run fails with this message."""
 
 
 class Config(BaseModel):
@@ -21,11 +21,13 @@ class Config(BaseModel):
 
 class Plugin(JobPlugin):
     Config = Config
-    description = "Simulates a lab experiment; fails now and then."
+    title = "Lab experiment"
+    description = "Simulates a lab experiment, one sample every 0.3 s; fails now and then."
 
     @hookimpl
     async def run(self, config: Config, context: RunContext) -> None:
         rng = random.Random(config.seed)
+        context.logger.debug("seed=%s failure_rate=%.2f", config.seed, config.failure_rate)
         context.logger.info("starting experiment with %d samples", config.samples)
         values = []
         for i in range(config.samples):
@@ -33,7 +35,11 @@ class Plugin(JobPlugin):
             values.append(value)
             level = context.logger.warning if value > 23 else context.logger.info
             level("sample %d: %.2f °C", i + 1, value)
-            await context.sleep(0.3)
+            if await context.sleep(0.3):
+                context.logger.warning("experiment interrupted after %d samples", i + 1)
+                return
+        mean = sum(values) / len(values)
         if rng.random() < config.failure_rate:
-            raise ExperimentFailed(f"sensor drift: mean {sum(values) / len(values):.2f} °C outside calibration")
-        context.logger.info("experiment done, mean %.2f °C", sum(values) / len(values))
+            context.logger.error("calibration check failed")
+            raise ExperimentFailed(f"sensor drift: mean {mean:.2f} °C outside calibration")
+        context.logger.info("experiment done, mean %.2f °C", mean)

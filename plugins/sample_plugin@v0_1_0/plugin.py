@@ -14,12 +14,17 @@ class Config(BaseModel):
 
 class Plugin(JobPlugin):
     Config = Config
-    description = "Greets someone a few times."
+    title = "Sample greeter"
+    description = "Greets someone a few times, one line per second."
 
     @hookimpl
     async def run(self, config: Config, context: RunContext) -> None:
+        context.logger.debug("greeting %s %d times", config.name, config.times)
         for i in range(1, config.times + 1):
             context.logger.info("Hello, %s! (%d/%d)", config.name, i, config.times)
             if await context.sleep(1):
-                context.logger.warning("stopped early")
+                context.logger.warning("stopped early, after %d of %d greetings", i, config.times)
                 return
+        if config.times > 5:
+            context.logger.warning("that was a lot of greetings (%d)", config.times)
+        context.logger.info("done")

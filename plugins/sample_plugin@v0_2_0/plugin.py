@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from scheduler_app import JobPlugin, RunContext, hookimpl
 
 
-class Style(str, Enum):
+class Style(StrEnum):
     plain = "plain"
     excited = "excited"
     formal = "formal"
@@ -23,17 +23,23 @@ class Config(BaseModel):
 
 class Plugin(JobPlugin):
     Config = Config
+    title = "Sample greeter, v0.2"
     description = "Greets several people in a chosen style."
 
     @hookimpl
     async def run(self, config: Config, context: RunContext) -> None:
+        if not config.names:
+            context.logger.warning("nobody to greet")
+            return
+        context.logger.debug("greeting %d people, %s style", len(config.names), config.style.value)
         for name in config.names:
             if config.style is Style.excited:
-                context.logger.info("HELLO %s!!!", name.upper())
+                context.logger.warning("HELLO %s!!!", name.upper())
             elif config.style is Style.formal:
                 context.logger.info("Good day to you, %s.", name)
             else:
                 context.logger.info("Hello, %s.", name)
             if await context.sleep(config.pause):
+                context.logger.warning("stopped early")
                 return
-        context.logger.debug("greeted %d people", len(config.names))
+        context.logger.info("greeted %d people", len(config.names))

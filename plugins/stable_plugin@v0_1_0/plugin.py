@@ -28,13 +28,17 @@ class Config(BaseModel):
 
 class Plugin(JobPlugin):
     Config = Config
+    title = "Service checks"
     description = "Checks simulated services and alerts when too many are down."
 
     @hookimpl
     async def run(self, config: Config, context: RunContext) -> None:
         down = 0
+        context.logger.debug("checking %d services (tags: %s)", len(config.services), ", ".join(config.tags) or "-")
         for service in config.services:
-            await context.sleep(0.2)
+            if await context.sleep(0.5):
+                context.logger.warning("check interrupted")
+                return
             if service.healthy:
                 context.logger.info("%s:%d is up", service.name, service.port)
             else:

@@ -1,0 +1,165 @@
+"""Run a plugin once, outside the scheduler: the pytest helper for plugin authors.
+
+    from scheduler_app.testing import run_plugin
+
+    def test_it_greets():
+        result = run_plugin("plugins.hello@v0_1_0.plugin.Plugin", {"name": "Ada"})
+        assert result.ok, result.traceback
+        assert result.messages() == ["Hello, Ada!"]
+
+``run_plugin(package_or_class, config)`` loads the plugin (a dotted path, or the class
+itself), validates ``config`` through the plugin's ``config`` hook exactly as the scheduler
+does (an invalid config raises :class:`~scheduler_app.plugin_host.ConfigValidationError`;
+a plugin that does not load raises :class:`~scheduler_app.plugin_host.PluginLoadError`),
+runs it with a real :class:`~scheduler_app.contract.RunContext` and returns a
+:class:`PluginRunResult`: the log lines and the exception the run raised, if any. Plugin
+faults are captured, never raised, as in the scheduler. No database is needed.
+
+Inside an ``async`` test, ``await arun_plugin(...)``. ``manage.py runplugin`` uses the same
+code with ``on_record`` printing each line as it comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback as tb
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler_app import plugin_host
+from scheduler_app.contract import RunContext
+
+__all__ = ["LogRecordLine", "PluginRunResult", "arun_plugin", "load", "run_plugin"]
+
+
+@dataclass(frozen=True)
+class LogRecordLine:
+    """One log line of the run, as the scheduler would store it."""
+
+    level: int
+    levelname: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.levelname} {self.message}"
+
+
+@dataclass
+class PluginRunResult:
+    """What one run did: its log, and the exception that failed it (``None`` on success)."""
+
+    records: list[LogRecordLine] = field(default_factory=list)
+    error: BaseException | None = None
+    traceback: str = ""
+    cancelled: bool = False
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.cancelled and not self.timed_out
+
+    @property
+    def lines(self) -> list[str]:
+        """``"INFO message"`` per line."""
+        return [str(r) for r in self.records]
+
+    def messages(self, level: int | str | None = None) -> list[str]:
+        """The messages, optionally only those of one level (``logging.WARNING`` or ``"WARNING"``)."""
+        if isinstance(level, str):
+            level = logging.getLevelName(level.upper())
+        return [r.message for r in self.records if level is None or r.level == level]
+
+
+class _Collector(logging.Handler):
+    def __init__(self, on_record: Callable[[LogRecordLine], None] | None) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[LogRecordLine] = []
+        self.on_record = on_record
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception as exc:  # a bad format string must not kill the run
+            message = f"{record.msg!r} (log formatting failed: {exc})"
+        if record.exc_info and record.exc_info[0] is not None:
+            message += "\n" + "".join(tb.format_exception(*record.exc_info)).rstrip()
+        line = LogRecordLine(record.levelno, record.levelname, message)
+        self.records.append(line)
+        if self.on_record is not None:
+            self.on_record(line)
+
+
+def load(package_or_class: str | type) -> plugin_host.LoadedPlugin:
+    """The loaded plugin for a dotted path (cached, as the scheduler does) or a class (fresh)."""
+    if isinstance(package_or_class, str):
+        return plugin_host.get_plugin(package_or_class)
+    return plugin_host.load_class(package_or_class)
+
+
+async def arun_plugin(
+    package_or_class: str | type,
+    config: dict[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    cancel: asyncio.Event | None = None,
+    on_record: Callable[[LogRecordLine], None] | None = None,
+    **context: Any,
+) -> PluginRunResult:
+    """Run the plugin once in the running event loop; see the module docstring.
+
+    :param timeout: seconds after which the run is cancelled (``timed_out`` is set).
+    :param cancel: an event that asks the run to stop (as the scheduler does on shutdown):
+        the context's ``cancelled`` is set, and after a grace of 5 seconds the task is cancelled.
+    :param on_record: called with each log line as it is emitted.
+    :param context: extra :class:`RunContext` fields (``username``, ``job_id``, ``extra``...).
+    """
+    loaded = load(package_or_class)
+    model = loaded.validate(dict(config or {}))
+    logger = logging.Logger(f"plugin.{loaded.package}", logging.DEBUG)
+    collector = _Collector(on_record)
+    logger.addHandler(collector)
+    run_context = RunContext(logger=logger, package=loaded.package, **context)
+    result = PluginRunResult(records=collector.records)
+    task = asyncio.ensure_future(loaded.run(model, run_context))
+    watchers = []
+    if cancel is not None:
+        watchers.append(asyncio.ensure_future(_stop_on(cancel, run_context, task, result)))
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout) if timeout else await task
+    except TimeoutError:
+        result.timed_out = True
+        run_context.cancelled.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        result.error = TimeoutError(f"the run did not finish within {timeout} seconds")
+    except asyncio.CancelledError:
+        if not result.cancelled:
+            raise
+    except Exception as exc:
+        result.error = exc
+        result.traceback = tb.format_exc()
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+    return result
+
+
+async def _stop_on(event: asyncio.Event, context: RunContext, task: asyncio.Future, result: PluginRunResult) -> None:
+    await event.wait()
+    result.cancelled = True
+    context.cancelled.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), 5)
+    except (TimeoutError, asyncio.CancelledError, Exception):
+        task.cancel()
+
+
+def run_plugin(package_or_class: str | type, config: dict[str, Any] | None = None, **kwargs: Any) -> PluginRunResult:
+    """Run the plugin once and return what it did (for synchronous tests); see :func:`arun_plugin`."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(arun_plugin(package_or_class, config, **kwargs))
+    raise RuntimeError("run_plugin() was called inside an event loop: use 'await arun_plugin(...)' there")
