@@ -72,7 +72,8 @@ def test_plugin_form_refuses_a_package_that_does_not_load(operator):
     )
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors["package"]
-    assert BROKEN in errors[0] and "module not found" in errors[0] and "looked in" in errors[0] and "plugins/" in errors[0]
+    for part in (BROKEN, "module not found", "looked in", "plugins/"):
+        assert part in errors[0], errors
     assert not Plugin.objects.exists()
 
 
@@ -292,6 +293,7 @@ def test_a_run_is_read_only_and_shows_its_log_escaped(operator, finished_run):
     assert page.status_code == 200
     assert "Hello, &lt;b&gt;world&lt;/b&gt;" in page.text and "ERROR" in page.text and "it broke" in page.text
     assert 'name="_save"' not in page.text
+    assert f'href="{reverse("run", args=[finished_run.pk])}"' in page.text
     assert operator.get(reverse("admin:scheduler_app_jobrun_add")).status_code == 403
     assert operator.post(reverse("admin:scheduler_app_jobrun_delete", args=[finished_run.pk])).status_code == 403
 
