@@ -1,0 +1,170 @@
+"""The access matrix of the users' pages and actions: anonymous, owner, another user, staff.
+
+Another user's ids in a URL give 404 and change nothing; staff may view anyone's pages but
+change only their own jobs here (the admin is their tool for the rest); cross-site posts are
+refused by CSRF. The websocket's matrix is in test_consumers.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from scheduler_app import services
+from scheduler_app.models import Job, JobRun
+
+
+@pytest.fixture
+def world(alice, bob, staff, sample_plugin):
+    job = services.create_job(alice, sample_plugin, {"name": "Ann"}, description="alice's", activate=True)
+    spare = services.create_job(alice, sample_plugin, {"name": "Spare"}, description="spare")
+    run = JobRun.objects.create(job=job, slot=job.created_at, status=JobRun.Status.SUCCEEDED)
+    return {"alice": alice, "bob": bob, "staff": staff, "plugin": sample_plugin, "job": job, "spare": spare, "run": run}
+
+
+def client_for(user) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def snapshot() -> list[tuple]:
+    jobs = list(Job.objects.order_by("id").values_list("id", "user_id", "config", "description", "active"))
+    runs = list(JobRun.objects.order_by("id").values_list("id", "job_id", "status"))
+    return [*jobs, *runs]
+
+
+def pages(w) -> list[str]:
+    return [
+        "/",
+        f"/plugins/{w['plugin'].pk}/",
+        f"/users/{w['alice'].pk}/plugins/{w['plugin'].pk}/",
+        f"/?user={w['alice'].pk}",
+        f"/jobs/{w['job'].pk}/runs/",
+        f"/runs/{w['run'].pk}/",
+        f"/jobs/{w['job'].pk}/delete/",
+    ]
+
+
+def actions(w) -> list[tuple[str, dict]]:
+    job = w["job"].pk
+    spare = w["spare"].pk
+    return [
+        (
+            f"/jobs/{job}/save/",
+            {f"job-{job}-description": "hacked", f"job-{job}-config": '{"name": "Mallory", "times": 1}'},
+        ),
+        (f"/jobs/{spare}/activate/", {}),
+        (f"/jobs/{job}/deactivate/", {}),
+        (f"/jobs/{job}/run/", {}),
+        (f"/jobs/{job}/clone/", {}),
+        (f"/jobs/{job}/delete/", {}),
+    ]
+
+
+def test_anonymous_is_sent_to_login_for_every_page_and_action(world):
+    client = client_for(None)
+    for url in pages(world):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/accounts/login/?next="), url
+    before = snapshot()
+    for url, data in [*actions(world), (f"/plugins/{world['plugin'].pk}/jobs/new/", {"new-config": "{}"})]:
+        response = client.post(url, data)
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"], url
+    assert snapshot() == before
+
+
+def test_the_login_page_is_public(world):
+    assert client_for(None).get("/accounts/login/").status_code == 200
+
+
+def test_the_owner_opens_every_page(world):
+    client = client_for(world["alice"])
+    for url in pages(world):
+        assert client.get(url).status_code == 200, url
+
+
+def test_another_user_gets_404_for_every_page_of_alice(world):
+    client = client_for(world["bob"])
+    for url in pages(world)[1:]:  # bob's own dashboard and plugin page are fine; alice's ids are not
+        if url == f"/plugins/{world['plugin'].pk}/":
+            continue
+        assert client.get(url).status_code == 404, url
+
+
+def test_another_users_plugin_page_shows_only_their_own_jobs(world):
+    body = client_for(world["bob"]).get(f"/plugins/{world['plugin'].pk}/").content.decode()
+    assert "alice&#x27;s" not in body and "alice's" not in body
+    assert f'id="job-{world["job"].pk}"' not in body
+
+
+def test_another_user_changes_nothing_through_any_action(world):
+    client = client_for(world["bob"])
+    before = snapshot()
+    for url, data in actions(world):
+        assert client.post(url, data).status_code == 404, url
+    assert snapshot() == before
+
+
+def test_staff_view_every_page_of_anyone(world):
+    client = client_for(world["staff"])
+    for url in pages(world)[:-1]:  # the delete confirmation is an action's page: owners only
+        assert client.get(url).status_code == 200, url
+    body = client.get(f"/users/{world['alice'].pk}/plugins/{world['plugin'].pk}/").content.decode()
+    assert "alice&#x27;s" in body
+    assert "read-only" in body
+    assert f"/jobs/{world['job'].pk}/save/" in body  # the form is shown...
+    assert f"/jobs/{world['job'].pk}/activate/" not in body  # ...but no action buttons
+    assert f"/jobs/{world['job'].pk}/clone/" not in body
+
+
+def test_staff_change_nothing_of_another_user_here(world):
+    client = client_for(world["staff"])
+    before = snapshot()
+    for url, data in actions(world):
+        assert client.post(url, data).status_code == 404, url
+    assert client.get(f"/jobs/{world['job'].pk}/delete/").status_code == 404
+    assert snapshot() == before
+
+
+def test_a_normal_user_cannot_view_another_user_through_the_user_parameter(world):
+    client = client_for(world["bob"])
+    assert client.get(f"/?user={world['alice'].pk}").status_code == 404
+    assert client.get("/?user=abc").status_code == 404
+    assert client.get(f"/?user={world['bob'].pk}").status_code == 200
+
+
+def test_actions_refuse_get(world):
+    client = client_for(world["alice"])
+    before = snapshot()
+    for url, _ in actions(world)[:-1]:  # delete's GET is its confirmation page
+        assert client.get(url).status_code == 405, url
+    assert snapshot() == before
+
+
+def test_cross_site_posts_are_refused(world):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world["alice"])
+    before = snapshot()
+    for url, data in [*actions(world), (f"/plugins/{world['plugin'].pk}/jobs/new/", {"new-config": "{}"})]:
+        assert client.post(url, data).status_code == 403, url
+    assert snapshot() == before
+
+
+def test_posts_with_the_pages_csrf_token_work(world):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world["alice"])
+    client.get(f"/plugins/{world['plugin'].pk}/")
+    token = client.cookies["csrftoken"].value
+    response = client.post(f"/jobs/{world['job'].pk}/clone/", {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert Job.objects.filter(user=world["alice"]).count() == 3
+
+
+def test_every_form_on_the_pages_carries_a_csrf_token(world):
+    body = client_for(world["alice"]).get(f"/plugins/{world['plugin'].pk}/").content.decode()
+    forms = body.count('method="post"')
+    assert forms >= 6
+    assert body.count('name="csrfmiddlewaretoken"') == forms

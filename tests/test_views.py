@@ -1,0 +1,271 @@
+"""The users' pages through Django's test client: what they show and what their actions do."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from scheduler_app import selectors, services
+from scheduler_app.models import Job, JobRun, LogLine, Plugin
+
+
+@pytest.fixture
+def client(alice) -> Client:
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def job(alice, sample_plugin) -> Job:
+    return services.create_job(alice, sample_plugin, {"name": "Ann", "times": 2}, description="greeter", activate=True)
+
+
+def widget_configs(body: str) -> list[dict]:
+    """The django-jsonform widget configs rendered in a page (data, schema, errorMap)."""
+    return [json.loads(html.unescape(raw)) for raw in re.findall(r'data-django-jsonform="([^"]*)"', body)]
+
+
+def test_the_login_page_logs_in_and_lands_on_the_dashboard(alice):
+    client = Client()
+    response = client.post("/accounts/login/", {"username": "alice", "password": "alice-pass"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert client.get("/").status_code == 200
+
+
+def test_logging_out_is_a_post(client):
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_the_dashboard_lists_enabled_plugins_with_jobs_last_and_next_run(client, job, sample_plugin, sample_v2_plugin):
+    Plugin.objects.create(name="Hidden", package="plugins.lab_plugin@v0_1_0.plugin.Plugin", interval=5, enabled=False)
+    run = JobRun.objects.create(
+        job=job,
+        slot=timezone.now() - timedelta(minutes=1),
+        status=JobRun.Status.FAILED,
+        started_at=timezone.now() - timedelta(seconds=50),
+        finished_at=timezone.now() - timedelta(seconds=47),
+    )
+    body = client.get("/").content.decode()
+    assert "Sample" in body and "Sample v2" in body and "Hidden" not in body
+    assert "greeter" in body and "badge-active" in body
+    assert f'href="/runs/{run.pk}/"' in body and "failed" in body
+    assert "3.00 s" in body  # duration
+    assert re.search(r">(in \d+ s|now)</span>", body)  # next run of the active job
+    assert f'href="/plugins/{sample_plugin.pk}/"' in body
+
+
+def test_next_run_uses_the_engines_slot_math(job, sample_plugin):
+    from scheduler_app import slots
+
+    now = timezone.now()
+    expected = slots.to_datetime(slots.slot_after(slots.to_ms(now), job.pk, sample_plugin.interval))
+    assert selectors.next_run_at(job, sample_plugin, now) == expected
+    job.active = False
+    assert selectors.next_run_at(job, sample_plugin, now) is None
+
+
+def test_the_dashboard_query_count_does_not_grow_with_jobs_and_runs(
+    alice, sample_plugin, sample_v2_plugin, django_assert_max_num_queries
+):
+    client = Client()
+    client.force_login(alice)
+    for plugin in (sample_plugin, sample_v2_plugin):
+        for i in range(8):
+            j = services.create_job(alice, plugin, {}, description=f"job {i}")
+            JobRun.objects.bulk_create(
+                JobRun(job=j, slot=timezone.now() - timedelta(seconds=k), status=JobRun.Status.SUCCEEDED)
+                for k in range(5)
+            )
+    with django_assert_max_num_queries(6):  # session, user, plugins, jobs (+ last run), runs
+        assert client.get("/").status_code == 200
+
+
+def test_the_plugin_page_query_count_does_not_grow_with_jobs_and_runs(
+    alice, sample_plugin, django_assert_max_num_queries
+):
+    client = Client()
+    client.force_login(alice)
+    for i in range(10):
+        j = services.create_job(alice, sample_plugin, {}, description=f"job {i}")
+        JobRun.objects.bulk_create(
+            JobRun(job=j, slot=timezone.now() - timedelta(seconds=k), status=JobRun.Status.SUCCEEDED) for k in range(5)
+        )
+    with django_assert_max_num_queries(6):  # session, user, plugin, jobs (+ last run), runs
+        assert client.get(f"/plugins/{sample_plugin.pk}/").status_code == 200
+
+
+def test_the_plugin_page_renders_one_schema_form_per_job_and_a_new_one(client, job, alice, sample_plugin):
+    other = services.create_job(alice, sample_plugin, {"name": "Bea"}, description="second")
+    response = client.get(f"/plugins/{sample_plugin.pk}/")
+    body = response.content.decode()
+    configs = widget_configs(body)
+    assert len(configs) == 3  # two jobs + "new configuration"
+    assert json.loads(configs[0]["data"]) == {"name": "Ann", "times": 2}
+    assert json.loads(configs[1]["data"]) == {"name": "Bea", "times": 3}
+    assert configs[0]["schema"]["properties"]["name"]["type"] == "string"
+    assert "novalidate" in body
+    assert "django_jsonform/react-json-form.js" in body and "django_jsonform/style.css" in body
+    assert f'id="job-{job.pk}"' in body and f'id="job-{other.pk}"' in body
+    assert f'data-ws-path="/ws/logs/{sample_plugin.pk}/{alice.pk}/"' in body
+
+
+def test_saving_an_invalid_config_shows_pydantics_errors_on_the_fields_and_saves_nothing(client, job):
+    response = client.post(
+        f"/jobs/{job.pk}/save/",
+        {f"job-{job.pk}-description": "changed", f"job-{job.pk}-config": json.dumps({"name": "", "times": 99})},
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    config = next(c for c in widget_configs(body) if c["errorMap"])
+    assert set(config["errorMap"]) == {"name", "times"}
+    assert any("less than or equal to 10" in m for m in config["errorMap"]["times"])
+    assert json.loads(config["data"]) == {"name": "", "times": 99}  # the user's input is kept to fix it
+    job.refresh_from_db()
+    assert (job.description, job.config) == ("greeter", {"name": "Ann", "times": 2})
+
+
+def test_saving_a_valid_config_stores_it_through_the_service(client, job):
+    response = client.post(
+        f"/jobs/{job.pk}/save/",
+        {f"job-{job.pk}-description": "changed", f"job-{job.pk}-config": json.dumps({"name": "Zed", "times": 4})},
+    )
+    assert response.status_code == 302 and response["Location"].endswith(f"#job-{job.pk}")
+    job.refresh_from_db()
+    assert (job.description, job.config) == ("changed", {"name": "Zed", "times": 4})
+    assert "Saved" in client.get(response["Location"]).content.decode()
+
+
+def test_creating_a_configuration(client, alice, sample_plugin):
+    response = client.post(
+        f"/plugins/{sample_plugin.pk}/jobs/new/",
+        {"new-description": "fresh", "new-config": json.dumps({"name": "New", "times": 1})},
+    )
+    assert response.status_code == 302
+    created = Job.objects.get(user=alice, description="fresh")
+    assert created.config == {"name": "New", "times": 1} and not created.active
+
+
+def test_creating_an_invalid_configuration_saves_nothing(client, alice, sample_plugin):
+    response = client.post(
+        f"/plugins/{sample_plugin.pk}/jobs/new/", {"new-description": "bad", "new-config": json.dumps({"times": 0})}
+    )
+    assert response.status_code == 400
+    assert "times" in next(c for c in widget_configs(response.content.decode()) if c["errorMap"])["errorMap"]
+    assert not Job.objects.filter(user=alice).exists()
+
+
+def test_activation_swaps_and_says_so(client, job, alice, sample_plugin):
+    other = services.create_job(alice, sample_plugin, {}, description="other")
+    response = client.post(f"/jobs/{other.pk}/activate/", follow=True)
+    body = response.content.decode()
+    job.refresh_from_db()
+    other.refresh_from_db()
+    assert (job.active, other.active) == (False, True)
+    assert "Activated “other”; “greeter” is no longer active." in body
+    client.post(f"/jobs/{other.pk}/deactivate/")
+    other.refresh_from_db()
+    assert not other.active
+
+
+def test_run_now_queues_a_manual_run_once(client, job):
+    client.post(f"/jobs/{job.pk}/run/")
+    run = JobRun.objects.get(job=job)
+    assert (run.trigger, run.status) == (JobRun.Trigger.MANUAL, JobRun.Status.QUEUED)
+    body = client.post(f"/jobs/{job.pk}/run/", follow=True).content.decode()
+    assert "already queued" in body
+    assert JobRun.objects.filter(job=job).count() == 1
+
+
+def test_clone_makes_an_inactive_copy(client, job, alice):
+    client.post(f"/jobs/{job.pk}/clone/")
+    copy = Job.objects.exclude(pk=job.pk).get(user=alice)
+    assert copy.config == job.config and not copy.active and copy.description == "Copy of greeter"
+
+
+def test_delete_asks_for_confirmation_then_deletes(client, job):
+    JobRun.objects.create(job=job, slot=timezone.now())
+    page = client.get(f"/jobs/{job.pk}/delete/").content.decode()
+    assert "Delete this configuration?" in page and "1 run" in page
+    assert Job.objects.filter(pk=job.pk).exists()
+    response = client.post(f"/jobs/{job.pk}/delete/")
+    assert response.status_code == 302
+    assert not Job.objects.filter(pk=job.pk).exists()
+
+
+def test_the_run_history_pages_with_a_keyset_cursor(client, job):
+    base = timezone.now()
+    JobRun.objects.bulk_create(
+        JobRun(job=job, slot=base - timedelta(seconds=i), status=JobRun.Status.SUCCEEDED) for i in range(120)
+    )
+    seen: list[int] = []
+    url = f"/jobs/{job.pk}/runs/"
+    pages = 0
+    while url:
+        body = client.get(url).content.decode()
+        assert "120 runs" in body
+        seen += [int(x) for x in re.findall(r'<td><a href="/runs/(\d+)/">', body)]
+        found = re.search(r'href="(\?after=[^"]+)" rel="next"', body)
+        url = f"/jobs/{job.pk}/runs/{html.unescape(found.group(1))}" if found else None
+        pages += 1
+    assert pages == 3
+    expected = list(JobRun.objects.filter(job=job).order_by("-slot", "-id").values_list("id", flat=True))
+    assert seen == expected
+
+
+def test_the_history_count_is_capped(job, monkeypatch):
+    monkeypatch.setattr(selectors, "HISTORY_COUNT_CAP", 5)
+    JobRun.objects.bulk_create(JobRun(job=job, slot=timezone.now() - timedelta(seconds=i)) for i in range(8))
+    page = selectors.run_history(job)
+    assert (page.total, page.total_capped) == (5, True)
+
+
+def test_a_bad_cursor_shows_the_first_page(client, job):
+    assert client.get(f"/jobs/{job.pk}/runs/?after=garbage").status_code == 200
+
+
+def test_the_run_page_shows_the_log_escaped_with_ansi_colours_and_the_traceback(client, job):
+    run = JobRun.objects.create(
+        job=job,
+        slot=timezone.now(),
+        status=JobRun.Status.FAILED,
+        error="RuntimeError: boom",
+        traceback='Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: boom',
+    )
+    now = timezone.now()
+    LogLine.objects.bulk_create(
+        [
+            LogLine(run=run, seq=1, created_at=now, level=20, message="<script>alert(1)</script>"),
+            LogLine(run=run, seq=2, created_at=now, level=40, message="\x1b[31mred\x1b[0m plain \x1b[1;92mbold\x1b[0m"),
+        ]
+    )
+    body = client.get(f"/runs/{run.pk}/").content.decode()
+    assert "<script>alert(1)</script>" not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert '<span class="ansi-31">red</span> plain <span class="ansi-92 ansi-bold">bold</span>' in body
+    assert "lvl-error" in body
+    assert "RuntimeError: boom" in body and "Traceback (most recent call last)" in body
+    assert 'data-ws-path=""' in body  # finished: no live connection
+
+
+def test_a_running_run_page_goes_live_from_its_last_line(client, job, sample_plugin, alice):
+    run = JobRun.objects.create(job=job, slot=timezone.now(), status=JobRun.Status.RUNNING)
+    line = LogLine.objects.create(run=run, seq=1, created_at=timezone.now(), level=20, message="hi")
+    body = client.get(f"/runs/{run.pk}/").content.decode()
+    assert f'data-ws-path="/ws/logs/{sample_plugin.pk}/{alice.pk}/"' in body
+    assert f'data-run="{run.pk}"' in body and f'data-after="{line.pk}"' in body
+
+
+def test_a_disabled_plugin_without_jobs_is_not_found(client):
+    plugin = Plugin.objects.create(
+        name="Off", package="plugins.lab_plugin@v0_1_0.plugin.Plugin", interval=5, enabled=False
+    )
+    assert client.get(f"/plugins/{plugin.pk}/").status_code == 404
+    assert client.post(f"/plugins/{plugin.pk}/jobs/new/", {"new-config": "{}"}).status_code == 404
