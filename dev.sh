@@ -1,37 +1,43 @@
 #!/usr/bin/env bash
 # jobscheduler's two set-up commands (see README.md):
-#   ./dev.sh run    create .venv, install, migrate, load the demo data, serve on http://127.0.0.1:8000
+#   ./dev.sh run    create .venv, install, migrate, load the demo data (first time), serve on http://127.0.0.1:8000
 #   ./dev.sh test   install, start what the tests need, run the whole suite on SQLite and PostgreSQL
+# Works as root without a terminal (CI) as well as for a developer.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/jobscheduler}
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
-say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+# Colours only on a terminal; CI logs get plain text.
+if [ -t 2 ]; then BLUE=$'\033[1;34m' GREEN=$'\033[1;32m' RED=$'\033[1;31m' BOLD=$'\033[1m' PLAIN=$'\033[0m'
+else BLUE='' GREEN='' RED='' BOLD='' PLAIN=''; fi
+say() { printf '%s==>%s %s\n' "$BLUE" "$PLAIN" "$*" >&2; }
 
 ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
-        "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+        "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11)")'
         say "creating $VENV"
         "$PYTHON" -m venv "$VENV"
     fi
+    # Reinstall when pyproject.toml changes (new dependencies), not on every start.
     local stamp="$VENV/.installed" want
     want=$(sha1sum pyproject.toml | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         say "installing jobscheduler and its dependencies into $VENV"
-        "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-        "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip </dev/null || true
+        "$VENV/bin/python" -m pip install --quiet -e '.[dev]' </dev/null
         echo "$want" > "$stamp"
     fi
 }
 
-# PostgreSQL and Redis for the tests: this machine kind starts both; start them if they are down.
+# PostgreSQL and Redis for the tests: this machine kind has both installed; start them if they are down.
 ensure_services() {
     if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
         say "starting PostgreSQL"
-        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
         for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
     fi
     if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
@@ -41,7 +47,7 @@ ensure_services() {
             --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
         for _ in $(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
     fi
-    pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2; exit 1; }
+    pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2; exit 1; }
     redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "Redis is not answering on 127.0.0.1:6379" >&2; exit 1; }
 }
 
@@ -49,11 +55,50 @@ ensure_chromium() {
     [ -x /usr/bin/chromium ] && return
     if [ "$(id -u)" = 0 ]; then
         say "installing Debian's chromium for the browser tests"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium </dev/null >/dev/null
     else
         echo "the browser tests need /usr/bin/chromium: sudo apt-get install -y chromium" >&2
         exit 1
+    fi
+}
+
+# One leg of the suite: pytest with its output kept for the summary.
+# pytest's exit code 5 ("no tests collected") means the selection matched nothing, which must
+# never pass silently: it is a failure, except for the PostgreSQL leg when the arguments
+# selected only browser tests (which run on SQLite only).
+LEGS=()
+run_leg() {
+    local name=$1 empty_ok=$2; shift 2
+    local log
+    log=$(mktemp)
+    say "test suite on $name"
+    local start=$SECONDS rc=0
+    "$@" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    local line
+    line=$(grep -E '^(=+ )?(no tests ran|[0-9]+ (passed|failed|errors?|skipped|deselected|xfailed|xpassed)).* in [0-9.]+s' "$log" \
+        | tail -1 | sed -E 's/^=+ //; s/ =+$//')
+    rm -f "$log"
+    local verdict=ok
+    if [ "$rc" = 5 ] && [ "$empty_ok" = yes ]; then
+        line="nothing to run here (only browser tests were selected)"
+    elif [ "$rc" = 5 ]; then
+        verdict="FAILED (no tests were collected)"
+    elif [ "$rc" != 0 ]; then
+        verdict="FAILED (pytest exit code $rc)"
+    fi
+    LEGS+=("$(printf '%-11s %-7s %s  [%ss wall]' "$name" "$verdict" "${line:-no summary}" $((SECONDS - start)))")
+    [ "$verdict" = ok ]
+}
+
+summary() {
+    local failed=$1
+    printf '\n%s==> summary%s\n' "$BOLD" "$PLAIN" >&2
+    for leg in "${LEGS[@]}"; do printf '    %s\n' "$leg" >&2; done
+    if [ "$failed" = 0 ]; then
+        printf '%s==> all tests passed%s\n' "$GREEN" "$PLAIN" >&2
+    else
+        printf '%s==> some tests FAILED (see above)%s\n' "$RED" "$PLAIN" >&2
     fi
 }
 
@@ -65,24 +110,36 @@ run)
     export DEBUG=${DEBUG:-true}
     export SCHEDULER_EMBEDDED=${SCHEDULER_EMBEDDED:-true}
     "$VENV/bin/python" manage.py migrate --noinput
-    "$VENV/bin/python" manage.py loaddata demo
-    say "open http://127.0.0.1:8000 and log in as alice / alice (admin: admin / admin)"
+    # The demo data comes once, into an empty database: later starts keep what you changed.
+    if "$VENV/bin/python" manage.py shell -c \
+        'import sys; from django.contrib.auth.models import User; sys.exit(1 if User.objects.exists() else 0)' \
+        </dev/null; then
+        say "loading the demo data"
+        "$VENV/bin/python" manage.py loaddata demo
+    fi
+    say "open http://127.0.0.1:8000 and log in as alice / alice (operators: admin / admin at /admin/)"
     exec "$VENV/bin/python" manage.py serve "$@"
     ;;
 test)
     ensure_venv
     ensure_services
     ensure_chromium
-    say "test suite on SQLite"
-    env -u DB_CONNECTION "$VENV/bin/python" -m pytest "$@"
-    say "test suite on PostgreSQL ($PG_URL)"
-    DB_CONNECTION="$PG_URL" "$VENV/bin/python" -m pytest -m "not browser" "$@"
+    # A private test database per run, so CI and developers can test on one machine at once.
+    export TEST_DB_SUFFIX=${TEST_DB_SUFFIX:-devsh$$}
+    export CHANNEL_LAYER_PREFIX=${CHANNEL_LAYER_PREFIX:-devsh$$}
+    trap 'rm -f test_jobs_"$TEST_DB_SUFFIX".sqlite3*' EXIT
+    failed=0
+    run_leg SQLite no env -u DB_CONNECTION "$VENV/bin/python" -m pytest "$@" || failed=1
+    # The browser tests drive the same server code; they run once, on SQLite.
+    run_leg PostgreSQL yes env DB_CONNECTION="$PG_URL" "$VENV/bin/python" -m pytest -m "not browser" "$@" || failed=1
+    summary "$failed"
+    exit "$failed"
     ;;
 services)
     ensure_services
     ;;
 *)
-    echo "usage: ./dev.sh run | ./dev.sh test [pytest args]" >&2
+    echo "usage: ./dev.sh run [--port N] | ./dev.sh test [pytest args]" >&2
     exit 2
     ;;
 esac
