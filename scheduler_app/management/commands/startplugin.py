@@ -73,7 +73,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="the plugin's name, a Python identifier (e.g. weather_report)")
-        parser.add_argument("--version", dest="plugin_version", default="0.1.0", help="x.y.z (default 0.1.0)")
+        parser.add_argument("--plugin-version", dest="plugin_version", default="0.1.0", help="x.y.z (default 0.1.0)")
         parser.add_argument("--directory", default=None, help="where to create it (default: the repo's plugins/)")
         parser.add_argument("--description", default="", help="one line saying what it does")
 
