@@ -1,7 +1,9 @@
-"""The hooks a jobscheduler plugin implements (documented in docs/PLUGIN_DEVELOPMENT.md).
+"""The hooks a jobscheduler plugin implements (each documented in docs/PLUGIN_DEVELOPMENT.md).
 
-Each hook is called on one plugin only (the host gives every plugin its own PluginManager)
-and always with keyword arguments.
+Dispatch rule for all three: a hook call reaches one plugin only (the host gives every
+plugin its own PluginManager) and is made with keyword arguments, so an implementation's
+parameter names must match these (it may take fewer). ``tests/test_docs.py`` fails when a
+hook here lacks a section in the doc or a test.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from scheduler_app.contract import RunContext, hookspec
 def schema() -> dict[str, Any]:
     """Return the JSON schema of the plugin's configuration.
 
+    Called when the plugin loads (an unusable schema is a load error) and for every form.
+
     :returns: a JSON schema object (``{"type": "object", "properties": ...}``), usually
         ``Config.model_json_schema()``. The host converts it for the form widget.
     """
@@ -26,6 +30,8 @@ def schema() -> dict[str, Any]:
 def config(raw: dict[str, Any]) -> BaseModel:
     """Validate a raw configuration and return it as a Pydantic model.
 
+    Called when a config is saved (any path) and before every run, with the stored config.
+
     :param raw: the stored or submitted configuration, a JSON object.
     :returns: the validated model; raise ``pydantic.ValidationError`` when invalid.
     """
@@ -34,6 +40,8 @@ def config(raw: dict[str, Any]) -> BaseModel:
 @hookspec
 async def run(config: BaseModel, context: RunContext) -> None:
     """Perform one execution of the job (a coroutine; the host awaits it).
+
+    Called at each due slot of an active job, on "Run now", and by ``runplugin``/``run_plugin``.
 
     :param config: the validated configuration returned by ``config``.
     :param context: who and what is running, the run's logger and its cancellation event.
