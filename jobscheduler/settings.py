@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -163,7 +164,7 @@ for _folder in MODULE_PATH:
 PLUGINS_DIR = BASE_DIR / "plugins"
 
 # Scheduler knobs (docs/operations.md).
-SCHEDULER = {
+SCHEDULER: dict[str, Any] = {
     # seconds between node heartbeats; a node silent for LOST_AFTER seconds is dead
     "HEARTBEAT_SECONDS": env_float("SCHEDULER_HEARTBEAT_SECONDS", 5.0, minimum=0.5),
     "LOST_AFTER_SECONDS": env_float("SCHEDULER_LOST_AFTER_SECONDS", 30.0, minimum=2.0),

@@ -93,7 +93,6 @@ class PluginAdmin(admin.ModelAdmin):
     form = PluginAdminForm
     list_display = ["display_name", "package", "interval", "enabled", "timeout", "job_count", "code_version"]
     list_display_links = ["display_name", "package"]
-    list_editable: list[str] = []
     list_filter = ["enabled"]
     search_fields = ["name", "package", "description"]
     readonly_fields = ["code_version", "created_at", "updated_at"]
@@ -443,7 +442,7 @@ class JobRunAdmin(ReadOnlyAdmin):
     date_hierarchy = "slot"
     # Counting every run of a busy system on each page view is slow on PostgreSQL.
     show_full_result_count = False
-    fields = [
+    readonly_fields = [
         "job",
         "slot",
         "trigger",
@@ -459,7 +458,7 @@ class JobRunAdmin(ReadOnlyAdmin):
         "log_count",
         "log",
     ]
-    readonly_fields = fields
+    fields = tuple(readonly_fields)
 
     @admin.display(description="user", ordering="job__user__username")
     def user(self, obj: JobRun) -> Any:

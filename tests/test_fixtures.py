@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
+from django.db.models import Model
 from django.test import override_settings
 
 from scheduler_app import plugin_host, services
 from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
 
-MODELS = [get_user_model(), Plugin, Job, JobRun, LogLine, SchedulerNode]
+MODELS: list[type[Model]] = [get_user_model(), Plugin, Job, JobRun, LogLine, SchedulerNode]
 
 DEMO_PACKAGES = {
     "plugins.sample_plugin@v0_1_0.plugin.Plugin",
@@ -22,7 +23,7 @@ DEMO_PACKAGES = {
 
 
 def snapshot() -> dict[str, list[dict]]:
-    return {model.__name__: list(model.objects.order_by("pk").values()) for model in MODELS}
+    return {model.__name__: list(model._default_manager.order_by("pk").values()) for model in MODELS}
 
 
 @pytest.fixture

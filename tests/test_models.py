@@ -7,9 +7,11 @@ transaction stays usable after the IntegrityError, on SQLite and on PostgreSQL a
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
@@ -152,7 +154,7 @@ def test_run_duration(job):
 # ---------------------------------------------------------------- indexes
 
 
-def indexes(model) -> dict[tuple[str, ...], dict]:
+def indexes(model: type[Model]) -> dict[tuple[str, ...], Any]:
     """Index and unique-constraint columns of ``model``'s table, as the database reports them."""
     with connection.cursor() as cursor:
         found = connection.introspection.get_constraints(cursor, model._meta.db_table)
