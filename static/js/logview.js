@@ -262,6 +262,7 @@
       }
       return;
     }
+    this.updateJobCard(run);
     if (!this.runs[run.id]) this.runOrder.push(run.id);
     this.runs[run.id] = run;
     while (this.runOrder.length > MAX_RUN_CHIPS) delete this.runs[this.runOrder.shift()];
@@ -278,6 +279,26 @@
       chip.appendChild(link);
       self.runsEl.appendChild(chip);
     });
+  };
+
+  /* On the plugin page, keep each job's "Last run" cell current as runs start and finish. */
+  LogView.prototype.updateJobCard = function (run) {
+    var cell = document.querySelector('[data-last-run-for="' + Number(run.job) + '"]');
+    if (!cell) return;
+    var shown = cell.querySelector("a[data-run-id]");
+    if (shown && Number(shown.getAttribute("data-run-id")) > run.id) return;
+    cell.textContent = "";
+    var badge = el("a", "badge badge-" + run.status.replace("_", "-"), run.status.replace("_", " "));
+    badge.href = "/runs/" + encodeURIComponent(run.id) + "/";
+    badge.setAttribute("data-run-id", String(run.id));
+    if (run.error) badge.title = run.error;
+    cell.appendChild(badge);
+    var when = run.finished_at || run.started_at || run.slot;
+    if (when) cell.appendChild(el("span", "muted", " " + clock(when)));
+    if (run.started_at && run.finished_at) {
+      var seconds = (new Date(run.finished_at) - new Date(run.started_at)) / 1000;
+      cell.appendChild(el("span", "muted", " · " + seconds.toFixed(2) + " s"));
+    }
   };
 
   function init() {
