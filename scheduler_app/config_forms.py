@@ -114,6 +114,8 @@ class ConfigField(JSONFormField):
         except PluginLoadError as exc:
             self.load_error = str(exc)
             self.schema = {"type": "object", "properties": {}}
+        if self.stored:
+            jsonform_schema.hint_kept_secrets(self.schema)
         # An empty config ({}) is valid for a plugin without settings; Pydantic decides.
         kwargs.setdefault("required", False)
         kwargs.setdefault("label", "Configuration")

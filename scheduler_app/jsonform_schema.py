@@ -136,7 +136,7 @@ def _unwrap_optional(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, An
             inner = {**inlined, **{k: v for k, v in inner.items() if k != "$ref"}}
         merged = {**inner, **outer}
         if "enum" in merged and merged.get("type") == "string":
-            merged["choices"] = [{"title": "---", "value": ""}] + [
+            merged["choices"] = [{"title": "(none)", "value": ""}] + [
                 {"title": str(v), "value": v} for v in merged["enum"]
             ]
             merged.pop("enum")
@@ -278,6 +278,27 @@ def secret_paths(schema: dict[str, Any], data: Any) -> list[tuple[Any, ...]]:
 
     _transform(schema, data, leaf)
     return found
+
+
+KEEP_SECRET_HINT = "Leave empty to keep the saved value."
+
+
+def hint_kept_secrets(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add "leave empty to keep" help text to every secret input (schema changed in place)."""
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if _is_secret(node):
+                text = node.get("help_text", "")
+                node["help_text"] = f"{text} {KEEP_SECRET_HINT}".strip()
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(schema)
+    return schema
 
 
 def mask_secrets(schema: dict[str, Any], data: Any) -> Any:

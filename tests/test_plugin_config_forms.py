@@ -104,7 +104,7 @@ def test_optional_fields_lose_the_null_branch_and_are_marked_nullable(kinds):
     assert props["limit"] == {"type": "integer", "title": "Limit", "x-nullable": True}
     # An optional enum is inlined with an empty choice, labelled by its field name.
     assert props["maybe_color"]["title"] == "Maybe Color"
-    assert props["maybe_color"]["choices"][0] == {"title": "---", "value": ""}
+    assert props["maybe_color"]["choices"][0] == {"title": "(none)", "value": ""}
     assert "anyOf" not in json.dumps(props)
 
 
@@ -270,3 +270,9 @@ def test_a_plugin_that_does_not_load_shows_the_error_and_saves_nothing():
     assert "does not load" in str(form["config"].help_text)
     assert not form.is_valid()
     assert "module not found" in " ".join(form.errors["config"])
+
+
+def test_secret_inputs_say_that_empty_keeps_the_saved_value(kinds):
+    schema = widget_config(make_form(kinds, stored=STORED))["schema"]
+    assert schema["properties"]["token"]["help_text"] == "Leave empty to keep the saved value."
+    assert "help_text" not in widget_config(make_form(kinds))["schema"]["properties"]["token"]
