@@ -428,8 +428,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(JobRun)
 class JobRunAdmin(ReadOnlyAdmin):
-    list_display = ["id", "job", "user", "plugin", "slot", "trigger", "status", "node", "duration_display", "log_count"]
-    list_display_links = ["id", "job"]
+    list_display = [
+        "id",
+        "status",
+        "job_label",
+        "user",
+        "plugin",
+        "slot",
+        "duration_display",
+        "node",
+        "trigger",
+        "log_count",
+    ]
+    list_display_links = ["id", "job_label"]
     list_filter = [
         "status",
         ("job__plugin", admin.RelatedOnlyFieldListFilter),
@@ -454,11 +465,15 @@ class JobRunAdmin(ReadOnlyAdmin):
         "finished_at",
         "duration_display",
         "error",
-        "traceback",
+        "traceback_display",
         "log_count",
         "log",
     ]
     fields = tuple(readonly_fields)
+
+    @admin.display(description="job", ordering="job__description")
+    def job_label(self, obj: JobRun) -> str:
+        return obj.job.description or f"job {obj.job_id}"
 
     @admin.display(description="user", ordering="job__user__username")
     def user(self, obj: JobRun) -> Any:
@@ -476,6 +491,12 @@ class JobRunAdmin(ReadOnlyAdmin):
                 return f"running for {(timezone.now() - obj.started_at).total_seconds():.1f} s"
             return "-"
         return f"{duration.total_seconds():.2f} s"
+
+    @admin.display(description="traceback")
+    def traceback_display(self, obj: JobRun) -> str:
+        if not obj.traceback:
+            return "-"
+        return format_html('<pre style="white-space:pre-wrap">{}</pre>', obj.traceback)
 
     @admin.display(description="log")
     def log(self, obj: JobRun) -> str:
@@ -533,14 +554,14 @@ class AliveFilter(admin.SimpleListFilter):
 class SchedulerNodeAdmin(ReadOnlyAdmin):
     list_display = [
         "name",
-        "hostname",
-        "pid",
         "alive",
-        "started_at",
         "last_heartbeat",
-        "stopped_at",
         "runs_running",
         "scheduled_jobs",
+        "started_at",
+        "stopped_at",
+        "hostname",
+        "pid",
     ]
     list_filter = [AliveFilter]
     search_fields = ["name", "hostname"]

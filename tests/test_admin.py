@@ -263,6 +263,8 @@ def finished_run(alice, sample_plugin):
         finished_at=start + timedelta(seconds=2.5),
         plugin_package=SAMPLE,
         log_count=2,
+        error="ValueError: nope",
+        traceback='Traceback (most recent call last):\n  File "x.py", line 1, in run\nValueError: <nope>',
     )
     LogLine.objects.create(run=run, seq=1, created_at=start, level=20, message="Hello, <b>world</b>")
     LogLine.objects.create(run=run, seq=2, created_at=start, level=40, message="it broke")
@@ -292,6 +294,8 @@ def test_a_run_is_read_only_and_shows_its_log_escaped(operator, finished_run):
     page = operator.get(reverse("admin:scheduler_app_jobrun_change", args=[finished_run.pk]))
     assert page.status_code == 200
     assert "Hello, &lt;b&gt;world&lt;/b&gt;" in page.text and "ERROR" in page.text and "it broke" in page.text
+    assert '<pre style="white-space:pre-wrap">Traceback (most recent call last):\n  File' in page.text
+    assert "ValueError: &lt;nope&gt;</pre>" in page.text
     assert 'name="_save"' not in page.text
     assert f'href="{reverse("run", args=[finished_run.pk])}"' in page.text
     assert operator.get(reverse("admin:scheduler_app_jobrun_add")).status_code == 403
