@@ -125,9 +125,12 @@ test)
     ensure_services
     ensure_chromium
     # A private test database per run, so CI and developers can test on one machine at once.
-    export TEST_DB_SUFFIX=${TEST_DB_SUFFIX:-devsh$$}
+    if [ -z "${TEST_DB_SUFFIX:-}" ]; then
+        export TEST_DB_SUFFIX=devsh$$
+        # only the files this run named itself; a caller's suffix may be in use elsewhere
+        trap 'rm -f test_jobs_devsh$$.sqlite3*' EXIT
+    fi
     export CHANNEL_LAYER_PREFIX=${CHANNEL_LAYER_PREFIX:-devsh$$}
-    trap 'rm -f test_jobs_"$TEST_DB_SUFFIX".sqlite3*' EXIT
     failed=0
     run_leg SQLite no env -u DB_CONNECTION "$VENV/bin/python" -m pytest "$@" || failed=1
     # The browser tests drive the same server code; they run once, on SQLite.

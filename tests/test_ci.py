@@ -1,0 +1,55 @@
+"""The README's two commands and CI: what they promise a newcomer and the CI runner."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+from tests.processes import ROOT
+
+
+def test_the_readme_quick_start_is_the_two_dev_sh_commands():
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("##", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", quick_start, re.S)
+    assert block, "the quick start lost its command block"
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    assert commands == ["./dev.sh run", "./dev.sh test"]
+    for login in ("`admin` | `admin`", "`alice` | `alice`", "`bob` | `bob`"):
+        assert login in readme
+
+
+def test_ci_runs_the_readme_test_command():
+    script = (ROOT / ".ci" / "run").read_text()
+    assert "exec ./dev.sh test" in script
+    assert os.access(ROOT / ".ci" / "run", os.X_OK) and os.access(ROOT / "dev.sh", os.X_OK)
+
+
+def dev_sh(*args: str) -> subprocess.CompletedProcess[str]:
+    # A clean slate: the nested run picks its own test database names.
+    drop = {"DB_CONNECTION", "DJANGO_SETTINGS_MODULE", "TEST_DB_SUFFIX", "CHANNEL_LAYER_PREFIX"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    return subprocess.run(
+        ["./dev.sh", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,  # CI has no terminal
+    )
+
+
+def test_a_test_run_that_selects_nothing_fails_with_a_summary():
+    # pytest exits 5 when nothing is collected; the test command must not pass on that.
+    result = dev_sh("test", "-p", "no:cacheprovider", "-k", "no_test_is_called_like_this")
+    assert result.returncode == 1, result.stdout + result.stderr
+    summary = result.stderr.split("==> summary", 1)[1]
+    assert "SQLite" in summary and "FAILED (no tests were collected)" in summary
+    assert "PostgreSQL" in summary and "some tests FAILED" in summary
+
+
+def test_dev_sh_explains_its_usage():
+    result = dev_sh("bogus")
+    assert result.returncode == 2 and "usage: ./dev.sh run" in result.stderr
