@@ -55,8 +55,11 @@ __all__ = ["ConfigField", "form_schema", "initial_config"]
 
 def form_schema(plugin: Plugin | str) -> dict[str, Any]:
     """The converted (widget-ready) schema of a plugin; raises PluginLoadError."""
-    package = plugin if isinstance(plugin, str) else plugin.package
-    loaded = plugin_host.get_plugin(package)
+    if isinstance(plugin, str):
+        loaded = plugin_host.get_plugin(plugin)
+    else:
+        # With the code version, a web process that missed a reload picks the new code up here.
+        loaded = plugin_host.get_plugin(plugin.package, plugin.code_version)
     return jsonform_schema.to_jsonform_schema(loaded.schema(), getattr(loaded.instance, "Config", None))
 
 

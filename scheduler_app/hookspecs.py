@@ -24,6 +24,7 @@ def schema() -> dict[str, Any]:
     :returns: a JSON schema object (``{"type": "object", "properties": ...}``), usually
         ``Config.model_json_schema()``. The host converts it for the form widget.
     """
+    raise NotImplementedError  # a spec: implementations live in plugins
 
 
 @hookspec(firstresult=True)
@@ -35,6 +36,7 @@ def config(raw: dict[str, Any]) -> BaseModel:
     :param raw: the stored or submitted configuration, a JSON object.
     :returns: the validated model; raise ``pydantic.ValidationError`` when invalid.
     """
+    raise NotImplementedError  # a spec: implementations live in plugins
 
 
 @hookspec

@@ -42,11 +42,13 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pluggy
+from pluggy import HookImpl, Result
 from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 
 from scheduler_app import hookspecs
@@ -288,10 +290,10 @@ def _check_schema(loaded: LoadedPlugin) -> None:
 
 
 def _trace(manager: pluggy.PluginManager, package: str) -> None:
-    def before(hook_name: str, hook_impls: Any, kwargs: dict[str, Any]) -> None:
+    def before(hook_name: str, hook_impls: Sequence[HookImpl], kwargs: Mapping[str, Any]) -> None:
         trace_logger.info("%s: %s(%s)", package, hook_name, ", ".join(sorted(kwargs)))
 
-    def after(outcome: Any, hook_name: str, hook_impls: Any, kwargs: dict[str, Any]) -> None:
+    def after(outcome: Result[Any], hook_name: str, hook_impls: Sequence[HookImpl], kwargs: Mapping[str, Any]) -> None:
         exc = outcome.exception
         trace_logger.info("%s: %s -> %s", package, hook_name, f"raised {exc!r}" if exc else "ok")
 
@@ -344,7 +346,9 @@ def get_plugin(package: str, code_version: int | None = None) -> LoadedPlugin:
     """Return the loaded plugin for ``package``, importing it on first use.
 
     With ``code_version``: a plugin loaded for an older version is reloaded first (one
-    attempt per version; on failure the old code is returned and the error logged).
+    attempt per version; on failure the old code is returned and the error logged). Every
+    caller that has the ``Plugin`` row should pass it (services and forms do), so a process
+    that missed a reload notification (a web worker) still runs and validates the new code.
     """
     with _lock:
         loaded = _loaded.get(package)
@@ -356,7 +360,8 @@ def get_plugin(package: str, code_version: int | None = None) -> LoadedPlugin:
             loaded.code_version = code_version or 0
             _loaded[package] = loaded
             return loaded
-        if code_version is not None and code_version > loaded.code_version:
+        # Version 1 means "never reloaded": code loaded without a version (0) is that code.
+        if code_version is not None and code_version > max(loaded.code_version, 1):
             try:
                 loaded = reload(package)
             except PluginLoadError as exc:
@@ -451,15 +456,25 @@ def check_reload(package: str) -> LoadedPlugin:
     return reload(package)
 
 
+def mark_version(package: str, code_version: int) -> None:
+    """Record that the loaded code already is ``code_version`` (after a reload in this process)."""
+    with _lock:
+        loaded = _loaded.get(package)
+        if loaded is not None and code_version > loaded.code_version:
+            loaded.code_version = code_version
+
+
 # --- configs -----------------------------------------------------------------------------
 
 
-def validate_config(package: str, raw: dict[str, Any]) -> dict[str, Any]:
+def validate_config(package: str, raw: dict[str, Any], code_version: int | None = None) -> dict[str, Any]:
     """Validate ``raw`` for the plugin and return the normalised JSON object to store.
 
-    Secrets are stored as their real value (the JSON dump would mask them).
+    ``code_version`` (``Plugin.code_version``) makes a process that missed a reload (a web
+    worker) pick the new code up first. Secrets are stored as their real value (the JSON
+    dump would mask them).
     """
-    model = get_plugin(package).validate(raw)
+    model = get_plugin(package, code_version).validate(raw)
     return to_storable(model)
 
 
@@ -493,7 +508,7 @@ class _Candidate:
 
 
 def _folder_candidates(base: Path, prefix: str, source: str) -> list[_Candidate]:
-    found = []
+    found: list[_Candidate] = []
     if not base.is_dir():
         return found
     for folder in sorted(base.iterdir()):
@@ -525,7 +540,7 @@ def _class_name_in(path: Path) -> str:
 
 
 def _entry_point_candidates() -> list[_Candidate]:
-    found = []
+    found: list[_Candidate] = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         dist_label = f"{dist.name} {dist.version}" if dist is not None else "?"

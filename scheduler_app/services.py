@@ -50,7 +50,7 @@ def validate_config(plugin: Plugin, raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigValidationError([FieldError((), "The configuration must be a JSON object.")])
     try:
-        return plugin_host.validate_config(plugin.package, raw)
+        return plugin_host.validate_config(plugin.package, raw, plugin.code_version)
     except PluginLoadError as exc:
         raise ConfigValidationError([FieldError((), f"the plugin's code does not load: {exc}")]) from exc
 
@@ -213,6 +213,7 @@ def reload_plugin(plugin: Plugin) -> Plugin:
     plugin_host.check_reload(plugin.package)
     Plugin.objects.filter(pk=plugin.pk).update(code_version=F("code_version") + 1, updated_at=timezone.now())
     plugin.refresh_from_db(fields=["code_version", "updated_at"])
+    plugin_host.mark_version(plugin.package, plugin.code_version)
     notify.plugin_reload(plugin.pk, plugin.package, plugin.code_version)
     return plugin
 

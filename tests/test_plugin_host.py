@@ -312,3 +312,16 @@ def test_trace_logs_every_hook_call(module_path: PluginFolder, monkeypatch, capl
     assert f"{package}: config(raw)" in caplog.text
     assert f"{package}: run(config, context)" in caplog.text
     assert f"{package}: run -> ok" in caplog.text
+
+
+def test_a_process_that_missed_a_reload_catches_up_from_the_code_version(module_path: PluginFolder):
+    package = module_path.write_good(marker="v1")
+    first = plugin_host.get_plugin(package)  # loaded without a version, as the engine may
+    assert plugin_host.get_plugin(package, code_version=1) is first  # version 1: never reloaded
+    module_path.write_good(marker="v2")
+    assert run_lines(plugin_host.get_plugin(package, code_version=2), {}) == ["hello from v2"]
+    # After a reload in this very process, the bumped version is not a reason to reload again.
+    module_path.write_good(marker="v3")
+    reloaded = plugin_host.check_reload(package)
+    plugin_host.mark_version(package, 3)
+    assert plugin_host.get_plugin(package, code_version=3) is reloaded
