@@ -166,3 +166,46 @@ def test_check_deploy_is_clean_under_the_documented_production_environment(tmp_p
     outcome = run_manage(["check", "--deploy", "--fail-level", "WARNING"], env)
     assert outcome.returncode == 0, outcome.stderr + outcome.stdout
     assert "System check identified no issues (0 silenced)." in outcome.stdout
+
+
+# ---------------------------------------------------------------- database URLs, in-process
+
+
+def test_database_urls_become_django_databases(tmp_path):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from jobscheduler.env import parse_database_url
+
+    relative = parse_database_url("sqlite:///data/jobs.db", base_dir=tmp_path)
+    assert relative["ENGINE"] == "django.db.backends.sqlite3" and relative["NAME"] == str(tmp_path / "data/jobs.db")
+    assert "journal_mode=WAL" in relative["OPTIONS"]["init_command"] and relative["OPTIONS"]["timeout"] == 30
+    assert parse_database_url("sqlite:////var/lib/jobs.db", base_dir=tmp_path)["NAME"] == "/var/lib/jobs.db"
+    pg = parse_database_url("postgres://us%40er:p%3Ass@db.internal:6432/jobs?sslmode=require", base_dir=tmp_path)
+    assert (pg["ENGINE"], pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
+        "django.db.backends.postgresql",
+        "jobs",
+        "us@er",
+        "p:ss",
+        "db.internal",
+        "6432",
+    )
+    assert pg["OPTIONS"] == {"sslmode": "require"} and pg["CONN_HEALTH_CHECKS"] is True
+    for bad in ("", "jobs.db", "sqlite://", "sqlite:///", "mysql://h/db", "postgres://h/"):
+        with pytest.raises(ImproperlyConfigured, match="DB_CONNECTION"):
+            parse_database_url(bad, base_dir=tmp_path)
+
+
+@pytest.mark.django_db
+def test_the_database_is_set_up_for_the_web_and_the_scheduler_writing_at_once():
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode")
+            assert cursor.fetchone()[0] == "wal"
+            cursor.execute("PRAGMA busy_timeout")
+            assert cursor.fetchone()[0] == 30000
+    else:
+        assert connection.vendor == "postgresql"
+        assert connection.settings_dict["CONN_HEALTH_CHECKS"] is True
+        assert connection.settings_dict["CONN_MAX_AGE"] > 0
