@@ -2,6 +2,7 @@
 # jobscheduler's two set-up commands (see README.md):
 #   ./dev.sh run    create .venv, install, migrate, load the demo data (first time), serve on http://127.0.0.1:8000
 #   ./dev.sh test   install, start what the tests need, run the whole suite on SQLite and PostgreSQL
+#   ./dev.sh lint   ruff (lint and format) and mypy
 # Works as root without a terminal (CI) as well as for a developer.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -141,8 +142,16 @@ test)
 services)
     ensure_services
     ;;
+lint)
+    ensure_venv
+    rc=0
+    say "ruff check";  "$VENV/bin/ruff" check . || rc=1
+    say "ruff format"; "$VENV/bin/ruff" format --check . || rc=1
+    say "mypy";        "$VENV/bin/mypy" || rc=1
+    exit "$rc"
+    ;;
 *)
-    echo "usage: ./dev.sh run [--port N] | ./dev.sh test [pytest args]" >&2
+    echo "usage: ./dev.sh run [--port N] | ./dev.sh test [pytest args] | ./dev.sh lint | ./dev.sh services" >&2
     exit 2
     ;;
 esac
