@@ -231,6 +231,10 @@ class JobAdminForm(forms.ModelForm):
         if self.instance.pk:
             # A job's config belongs to its user; moving it to another user is not an edit.
             self.fields["user"].disabled = True
+        timeout = self.fields["timeout"]
+        assert isinstance(timeout, forms.IntegerField)
+        timeout.min_value = 1
+        timeout.validators.append(MinValueValidator(1))
 
 
 class ChoosePluginForm(forms.Form):
@@ -255,7 +259,8 @@ class JobAdmin(admin.ModelAdmin):
     def _plugin_for(self, request: HttpRequest, obj: Job | None) -> Plugin | None:
         if obj is not None:
             return obj.plugin
-        plugin_id = request.GET.get("plugin") or request.POST.get("_plugin")
+        # The add form posts back to its own URL, so ?plugin= is there on GET and POST alike.
+        plugin_id = request.GET.get("plugin")
         if not plugin_id or not str(plugin_id).isdigit():
             return None
         return Plugin.objects.filter(pk=plugin_id).first()
@@ -293,12 +298,6 @@ class JobAdmin(admin.ModelAdmin):
             "has_plugins": Plugin.objects.exists(),
         }
         return TemplateResponse(request, "admin/scheduler_app/job/choose_plugin.html", context)
-
-    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        obj = kwargs.get("obj")
-        plugin = self._plugin_for(request, obj)
-        context["selected_plugin"] = plugin
-        return super().render_change_form(request, context, *args, **kwargs)
 
     @admin.display(description="plugin")
     def plugin_link(self, obj: Job | None) -> str:
