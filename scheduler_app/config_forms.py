@@ -67,8 +67,9 @@ def initial_config(plugin: Plugin, stored: dict[str, Any] | None = None) -> dict
     """The data to show in the form: ``stored`` normalised (missing keys filled with defaults),
     or the Config's defaults for a new job.
 
-    A stored config that no longer validates (the plugin changed) is shown as stored, so the
-    user sees what they had and the errors appear when they save. Secrets are still in the
+    A stored config that no longer validates (the plugin changed) is shown as stored, with
+    missing keys filled from the schema's defaults, so the user sees what they had and the
+    errors appear when they save. Secrets are still in the
     result; the field blanks them before rendering.
     """
     from scheduler_app import services
@@ -77,12 +78,12 @@ def initial_config(plugin: Plugin, stored: dict[str, Any] | None = None) -> dict
         return services.validate_config(plugin, dict(stored or {}))
     except ConfigValidationError:
         pass
-    if stored is not None:
-        return dict(stored)
     try:
-        return _schema_defaults(form_schema(plugin))
+        defaults = _schema_defaults(form_schema(plugin))
     except PluginLoadError:
-        return {}
+        defaults = {}
+    # Keys the stored config lacks (added to Config since) start from their defaults.
+    return {**defaults, **stored} if isinstance(stored, dict) else defaults
 
 
 def _schema_defaults(schema: dict[str, Any]) -> dict[str, Any]:

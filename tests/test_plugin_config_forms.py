@@ -276,3 +276,12 @@ def test_secret_inputs_say_that_empty_keeps_the_saved_value(kinds):
     schema = widget_config(make_form(kinds, stored=STORED))["schema"]
     assert schema["properties"]["token"]["help_text"] == "Leave empty to keep the saved value."
     assert "help_text" not in widget_config(make_form(kinds))["schema"]["properties"]["token"]
+
+
+def test_an_outdated_stored_config_is_shown_as_stored_with_new_keys_filled(kinds):
+    outdated = {"word": "TOO LONG FOR THE FIELD", "must": True}
+    data = initial_config(kinds, outdated)
+    assert data["word"] == "TOO LONG FOR THE FIELD" and data["count"] == 5 and data["tags"] == ["x"]
+    form = make_form(kinds, submitted(make_form(kinds, stored=outdated)), stored=outdated)
+    assert not form.is_valid()
+    assert list(widget_config(form)["errorMap"]) == ["word"]
