@@ -5,6 +5,8 @@ Only the contract is re-exported; it does not touch Django models, so importing 
 before Django is set up.
 """
 
+from __future__ import annotations
+
 from scheduler_app.contract import JobPlugin, RunContext, hookimpl, hookspec
 
 __all__ = ["JobPlugin", "RunContext", "hookimpl", "hookspec"]

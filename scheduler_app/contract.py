@@ -57,7 +57,7 @@ class RunContext:
         """Sleep up to ``seconds``; return True if cancellation cut the sleep short."""
         try:
             await asyncio.wait_for(self.cancelled.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
