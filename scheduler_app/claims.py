@@ -1,0 +1,132 @@
+"""Claims: how a scheduler node wins the right to run a slot, so each runs exactly once.
+
+Scheduled slots: every node inserts a ``running`` ``JobRun`` for each due (job, slot) in one
+multi-row ``INSERT .. ON CONFLICT (job_id, slot) DO NOTHING RETURNING id, job_id``; the
+unique constraint decides, and the returned rows are exactly the claims this node won (one
+statement per batch, on SQLite >= 3.35 and PostgreSQL alike). A job with a run still
+``running`` anywhere is left out, so a job never overlaps itself across nodes either.
+
+Manual runs ("run now"): the service layer inserts a ``queued`` run; a node claims it with a
+conditional update (``status=queued`` -> ``running``); a count of 0 means another node won.
+
+These functions are synchronous: the engine runs them in its writer thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
+
+from scheduler_app import slots
+from scheduler_app.jobtable import JobSpec
+from scheduler_app.models import JobRun
+
+CHUNK = 400  # rows per INSERT (11 parameters each; SQLite allows 32,766)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotClaim:
+    job_id: int
+    slot_ms: int
+    package: str
+
+
+def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[int, int]:
+    """Claim the given slots for ``node``; return ``{job_id: run_id}`` for the ones it won."""
+    if not claims:
+        return {}
+    won: dict[int, int] = {}
+    ops = connection.ops
+    table = ops.quote_name(JobRun._meta.db_table)
+    now_db = ops.adapt_datetimefield_value(now)
+    with transaction.atomic():
+        busy = set(
+            JobRun.objects.filter(status=JobRun.Status.RUNNING, job_id__in=[c.job_id for c in claims])
+            .values_list("job_id", flat=True)
+            .order_by()
+        )
+        todo = [c for c in claims if c.job_id not in busy]
+        with connection.cursor() as cursor:
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start : start + CHUNK]
+                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+                params: list[Any] = []
+                for c in chunk:
+                    params += [
+                        c.job_id,
+                        ops.adapt_datetimefield_value(slots.to_datetime(c.slot_ms)),
+                        JobRun.Trigger.SCHEDULE.value,
+                        JobRun.Status.RUNNING.value,
+                        node,
+                        c.package,
+                        now_db,
+                        now_db,
+                        "",
+                        "",
+                        0,
+                    ]
+                cursor.execute(
+                    f"INSERT INTO {table} (job_id, slot, trigger, status, node, plugin_package, created_at, "
+                    f"started_at, error, traceback, log_count) VALUES {values} "
+                    "ON CONFLICT (job_id, slot) DO NOTHING RETURNING id, job_id",
+                    params,
+                )
+                for run_id, job_id in cursor.fetchall():
+                    won[job_id] = run_id
+    return won
+
+
+@dataclass(frozen=True, slots=True)
+class ManualClaim:
+    run_id: int
+    slot: datetime
+    started_at: datetime
+    spec: JobSpec
+
+
+def queued_run_ids(limit: int = 200) -> list[int]:
+    return list(
+        JobRun.objects.filter(status=JobRun.Status.QUEUED)
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)[:limit]
+    )
+
+
+def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: datetime) -> list[ManualClaim]:
+    """Claim queued manual runs by conditional update; skip jobs running anywhere."""
+    running_elsewhere = JobRun.objects.filter(job_id=OuterRef("job_id"), status=JobRun.Status.RUNNING)
+    won: list[int] = []
+    for run_id in run_ids:
+        updated = (
+            JobRun.objects.filter(id=run_id, status=JobRun.Status.QUEUED)
+            .exclude(job_id__in=busy_job_ids)
+            .filter(~Exists(running_elsewhere))
+            .update(status=JobRun.Status.RUNNING, node=node, started_at=now)
+        )
+        if updated == 1:
+            won.append(run_id)
+    if not won:
+        return []
+    claimed = []
+    runs = JobRun.objects.filter(id__in=won).select_related("job__plugin", "job__user").order_by("id")
+    for run in runs:
+        job, plugin = run.job, run.job.plugin
+        spec = JobSpec(
+            id=job.pk,
+            user_id=job.user_id,
+            username=job.user.get_username(),
+            plugin_id=plugin.pk,
+            package=plugin.package,
+            interval=plugin.interval,
+            timeout=job.timeout or plugin.timeout,
+            config=job.config,
+            code_version=plugin.code_version,
+            updated_ms=slots.to_ms(job.updated_at),
+            enabled=plugin.enabled,
+        )
+        claimed.append(ManualClaim(run_id=run.pk, slot=run.slot, started_at=now, spec=spec))
+    return claimed

@@ -1,0 +1,141 @@
+"""What the engine schedules, read from the ``Job`` table (the source of truth).
+
+``JobTable`` lives in the engine's reader thread. It keeps the last snapshot of the active
+jobs of enabled plugins and answers "what changed since last time" as a ``Diff``, either for
+everything (the periodic reconcile, which also catches bulk ``update()`` calls that announce
+nothing) or for the jobs and plugins a notification named. The event loop only applies diffs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Q
+
+from scheduler_app import slots
+from scheduler_app.models import Job
+
+log = logging.getLogger("scheduler_app.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """Everything needed to schedule and run one job, as of the last read."""
+
+    id: int
+    user_id: int
+    username: str
+    plugin_id: int
+    package: str
+    interval: int
+    timeout: int
+    config: Any
+    code_version: int
+    #: the job's last save (ms); a missed slot older than this is not caught up after downtime
+    updated_ms: int
+    enabled: bool = True
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return (self.package, self.interval, self.timeout, self.config, self.user_id, self.plugin_id, self.enabled)
+
+
+@dataclass
+class Diff:
+    upserted: list[JobSpec] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    #: removed because the row is gone (not just deactivated): a running run is cancelled
+    deleted: list[int] = field(default_factory=list)
+    #: package -> code_version for packages whose version changed
+    reloaded: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.upserted or self.removed or self.reloaded)
+
+
+_FIELDS = (
+    "id",
+    "user_id",
+    "user__username",
+    "plugin_id",
+    "plugin__package",
+    "plugin__interval",
+    "timeout",
+    "plugin__timeout",
+    "config",
+    "plugin__code_version",
+    "updated_at",
+    "plugin__enabled",
+)
+
+
+def read_specs(where: Q) -> dict[int, JobSpec]:
+    rows = Job.objects.filter(where).values_list(*_FIELDS).order_by()
+    specs: dict[int, JobSpec] = {}
+    for (job_id, user_id, username, plugin_id, package, interval, timeout, plugin_timeout, config, version,
+         updated_at, enabled) in rows.iterator(chunk_size=5000):  # fmt: skip
+        specs[job_id] = JobSpec(
+            id=job_id,
+            user_id=user_id,
+            username=username,
+            plugin_id=plugin_id,
+            package=package,
+            interval=interval,
+            timeout=timeout or plugin_timeout,
+            config=config,
+            code_version=version,
+            updated_ms=slots.to_ms(updated_at),
+            enabled=enabled,
+        )
+    return specs
+
+
+SCHEDULED = Q(active=True, plugin__enabled=True)
+
+
+class JobTable:
+    """The reader thread's view of the scheduled jobs (not thread-safe: one thread uses it)."""
+
+    def __init__(self) -> None:
+        self.specs: dict[int, JobSpec] = {}
+        self.code_versions: dict[str, int] = {}
+
+    def full(self) -> Diff:
+        return self._diff(read_specs(SCHEDULED), scope=None)
+
+    def partial(self, job_ids: Iterable[int] = (), plugin_ids: Iterable[int] = ()) -> Diff:
+        job_ids, plugin_ids = set(job_ids), set(plugin_ids)
+        scope = Q(id__in=job_ids) | Q(plugin_id__in=plugin_ids)
+        fresh = read_specs(SCHEDULED & scope)
+        # jobs we schedule that belong to the named plugins but are no longer returned
+        in_scope = {jid for jid, spec in self.specs.items() if jid in job_ids or spec.plugin_id in plugin_ids}
+        return self._diff(fresh, scope=in_scope | set(fresh))
+
+    def _diff(self, fresh: dict[int, JobSpec], scope: set[int] | None) -> Diff:
+        diff = Diff()
+        for job_id, spec in fresh.items():
+            old = self.specs.get(job_id)
+            if old is None or old.key != spec.key:
+                diff.upserted.append(spec)
+            self.specs[job_id] = spec
+        candidates = self.specs.keys() if scope is None else scope
+        gone = [job_id for job_id in candidates if job_id in self.specs and job_id not in fresh]
+        for job_id in gone:
+            del self.specs[job_id]
+        diff.removed = gone
+        if gone:
+            existing = set(Job.objects.filter(id__in=gone).values_list("id", flat=True))
+            diff.deleted = [job_id for job_id in gone if job_id not in existing]
+        for spec in fresh.values():
+            known = self.code_versions.get(spec.package)
+            if known is None:
+                self.code_versions[spec.package] = spec.code_version
+            elif known != spec.code_version:
+                self.code_versions[spec.package] = spec.code_version
+                diff.reloaded[spec.package] = spec.code_version
+        diff.total = len(self.specs)
+        return diff

@@ -1,0 +1,211 @@
+"""The log pipeline: a plugin's logger -> numbered lines -> the writer -> browsers.
+
+Each run gets its own ``logging.Logger`` (not registered with ``logging``, so thousands of
+runs leave nothing behind) with a handler that numbers records (``seq`` from 1) and hands
+them to the batched writer. After a batch commits, the writer calls ``on_committed`` (in its
+thread); the pipeline moves the lines, now with their database ids, to the event loop and
+publishes them to the channel-layer group ``streams.log_group_name(plugin_id, user_id)``:
+one ``{"type": "log.lines", "lines": [...]}`` per group and batch, then one
+``{"type": "run.status", "run": ...}`` per finished run.
+
+Publishing is best effort: the lines are already in the database, so a dead Redis costs live
+updates only (a page replays from the database on reconnect). After a failure the publisher
+drops messages for a short pause instead of waiting on a dead server for every batch, then
+tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import traceback as tb
+from collections import defaultdict, deque
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler_app import streams
+from scheduler_app.writer import Batch, PendingLine, Writer
+
+log = logging.getLogger("scheduler_app.log_pipeline")
+
+#: A line longer than this is cut (a plugin dumping megabytes must not stall the writer).
+MAX_MESSAGE = 10_000
+#: Lines per run beyond this are dropped, with one line saying so.
+MAX_LINES_PER_RUN = 20_000
+#: How long publishing pauses after the channel layer failed (seconds).
+PUBLISH_PAUSE = 2.0
+PUBLISH_TIMEOUT = 2.0
+
+
+def clean_text(text: str) -> str:
+    # PostgreSQL text cannot hold NUL characters.
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+class RunLogHandler(logging.Handler):
+    """Turns a run's log records into numbered lines for the writer (thread-safe)."""
+
+    def __init__(self, writer: Writer, run_id: int, job_id: int, group: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.writer = writer
+        self.run_id = run_id
+        self.job_id = job_id
+        self.group = group
+        self._seq = itertools.count(1)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            seq = next(self._seq)  # atomic under the GIL: lines logged from threads keep distinct numbers
+            if seq > MAX_LINES_PER_RUN:
+                if seq == MAX_LINES_PER_RUN + 1:
+                    message = f"(more than {MAX_LINES_PER_RUN} lines: the rest of this run's log is dropped)"
+                    record = logging.LogRecord(record.name, logging.WARNING, "", 0, message, None, None)
+                else:
+                    return
+            else:
+                message = record.getMessage()
+                if record.exc_info:
+                    message = f"{message}\n{''.join(tb.format_exception(*record.exc_info)).rstrip()}"
+            if len(message) > MAX_MESSAGE:
+                message = message[:MAX_MESSAGE] + f"... ({len(message) - MAX_MESSAGE} characters cut)"
+            self.count = seq
+            self.writer.add_line(
+                PendingLine(
+                    run_id=self.run_id,
+                    seq=seq,
+                    created_at=datetime.fromtimestamp(record.created, UTC),
+                    level=record.levelno,
+                    message=clean_text(message),
+                    job_id=self.job_id,
+                    group=self.group,
+                )
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def run_logger(
+    writer: Writer, *, run_id: int, job_id: int, plugin_id: int, user_id: int, package: str
+) -> tuple[logging.Logger, RunLogHandler]:
+    module = package.rpartition(".")[0] or package
+    logger = logging.Logger(f"{module}.run{run_id}", logging.DEBUG)
+    logger.propagate = False
+    handler = RunLogHandler(writer, run_id, job_id, streams.log_group_name(plugin_id, user_id))
+    logger.addHandler(handler)
+    return logger, handler
+
+
+class Publisher:
+    """Sends committed lines and run status changes to the channel layer from the event loop."""
+
+    def __init__(self, layer: Any, loop: asyncio.AbstractEventLoop, max_pending: int = 20_000) -> None:
+        self.layer = layer
+        self.loop = loop
+        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self._max_pending = max_pending
+        self._wake = asyncio.Event()
+        self._paused_until = 0.0
+        self._failing = False
+        self.dropped = 0
+        self.sent = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = self.loop.create_task(self._main(), name="log publisher")
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Send what is queued (bounded by ``timeout``), then stop."""
+        deadline = time.monotonic() + timeout
+        while self._queue and time.monotonic() < deadline and not self._failing:
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # called from the writer thread
+    def on_committed(self, batch: Batch) -> None:
+        if self.layer is None:
+            return
+        messages: list[tuple[str, dict[str, Any]]] = []
+        by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for line in batch.lines:
+            if line.id is None:
+                continue
+            by_group[line.group].append(
+                streams.line_payload(
+                    id=line.id,
+                    run_id=line.run_id,
+                    job_id=line.job_id,
+                    seq=line.seq,
+                    created_at=line.created_at,
+                    level=line.level,
+                    message=line.message,
+                )
+            )
+        for group, lines in by_group.items():
+            messages.append((group, {"type": "log.lines", "lines": lines}))
+        for finish in batch.finishes:
+            if finish.record is not None:
+                messages.append(status_message(finish.record))
+        if messages:
+            self.loop.call_soon_threadsafe(self.enqueue, messages)
+
+    # called on the loop
+    def enqueue(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        if self.layer is None:
+            return
+        self._queue.extend(messages)
+        overflow = len(self._queue) - self._max_pending
+        if overflow > 0:
+            for _ in range(overflow):
+                self._queue.popleft()
+            self.dropped += overflow
+        self._wake.set()
+
+    def publish_status(self, record: Any) -> None:
+        self.enqueue([status_message(record)])
+
+    async def _main(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                if time.monotonic() < self._paused_until:
+                    # Redis is down: the lines are stored; drop live copies rather than pile up.
+                    self.dropped += len(self._queue)
+                    self._queue.clear()
+                    break
+                group, message = self._queue.popleft()
+                try:
+                    await asyncio.wait_for(self.layer.group_send(group, message), PUBLISH_TIMEOUT)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._paused_until = time.monotonic() + PUBLISH_PAUSE
+                    self.dropped += 1
+                    if not self._failing:
+                        self._failing = True
+                        log.warning(
+                            "publishing to the channel layer failed (%s: %s); log lines are still stored, "
+                            "live streaming resumes when it is back",
+                            type(exc).__name__,
+                            exc,
+                        )
+                else:
+                    self.sent += 1
+                    if self._failing:
+                        self._failing = False
+                        log.warning(
+                            "publishing to the channel layer works again (%d live messages dropped)", self.dropped
+                        )
+
+
+def status_message(record: Any) -> tuple[str, dict[str, Any]]:
+    return (
+        streams.log_group_name(record.plugin_id, record.user_id),
+        {"type": "run.status", "run": streams.run_payload(record)},
+    )

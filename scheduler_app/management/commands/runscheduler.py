@@ -1,0 +1,58 @@
+"""``manage.py runscheduler``: one scheduler node in its own process.
+
+Run one or more on any machines sharing the database (and Redis, for live logs and instant
+change notifications). SIGTERM or SIGINT stops gracefully (stop claiming, let running runs
+finish within ``SCHEDULER_GRACE_SECONDS``, cancel and record the rest, flush, exit 0); a
+second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+log = logging.getLogger("scheduler_app.engine")
+
+
+class Command(BaseCommand):
+    help = "Run a scheduler node: every active job on its slots, exactly once across nodes."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--node-name", default="", help="Name prefix of this node (default: the host name).")
+
+    def handle(self, *args: Any, node_name: str, **options: Any) -> None:
+        asyncio.run(self._main(node_name))
+
+    async def _main(self, node_name: str) -> None:
+        from scheduler_app import nodes
+        from scheduler_app.engine import Engine
+
+        engine = Engine(node_name=nodes.make_node_name(node_name) if node_name else None)
+        loop = asyncio.get_running_loop()
+        signals_seen = 0
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            name = signal.Signals(signum).name
+            if signals_seen > 1:
+                log.warning("second %s: exiting at once", name)
+                sys.stderr.flush()
+                os._exit(1)
+            log.info("%s: stopping gracefully (a second signal exits at once)", name)
+            stop.set()
+            engine.request_stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        await engine.start()
+        if not stop.is_set():
+            await engine.wait_stop_requested()
+        await engine.stop()

@@ -1,0 +1,100 @@
+"""``manage.py serve``: daphne serving the ASGI application, with the scheduler engine embedded.
+
+This is what ``./dev.sh run`` executes: one process, one event loop. daphne runs Twisted on
+the asyncio reactor, so the engine (plain asyncio) starts on the same loop once the reactor
+runs, and a "before shutdown" trigger lets it finish running runs before the loop stops.
+With ``SCHEDULER_EMBEDDED=false`` this is a plain web server and the scheduler runs
+elsewhere (``manage.py runscheduler``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+log = logging.getLogger("scheduler_app.serve")
+
+
+class Command(BaseCommand):
+    help = "Serve the web application with daphne; runs the scheduler in-process when SCHEDULER_EMBEDDED is true."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (default 127.0.0.1).")
+        parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000).")
+        parser.add_argument(
+            "--no-scheduler",
+            action="store_true",
+            help="Do not start the embedded scheduler even if SCHEDULER_EMBEDDED is true.",
+        )
+
+    def handle(self, *args: Any, host: str, port: int, no_scheduler: bool, **options: Any) -> None:
+        # daphne.server installs Twisted's asyncio reactor at import: import it before anything
+        # else imports twisted.internet.reactor.
+        from channels.routing import get_default_application
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+        from twisted.internet import defer, reactor
+
+        application = get_default_application()
+        embedded = settings.SCHEDULER["EMBEDDED"] and not no_scheduler
+        engine = None
+        if embedded:
+            from scheduler_app.engine import Engine
+
+            engine = Engine(embedded=True)
+
+        server = Server(
+            application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            # Our own handlers: the first signal stops gracefully, a second one exits at once.
+            signal_handlers=False,
+            application_close_timeout=5,
+            ready_callable=lambda: log.info(
+                "serving http://%s:%s/ (scheduler %s)",
+                host,
+                port,
+                "embedded" if embedded else "not embedded: run manage.py runscheduler",
+            ),
+        )
+
+        signals_seen = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen > 1:
+                log.warning("second %s: exiting at once", signal.Signals(signum).name)
+                sys.stderr.flush()
+                os._exit(1)
+            log.info("%s: stopping (a second signal exits at once)", signal.Signals(signum).name)
+            if reactor.running:
+                reactor.stop()
+
+        def on_running() -> None:
+            loop = asyncio.get_event_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, on_signal, sig)
+            if engine is not None:
+                task = loop.create_task(engine.start())
+                task.add_done_callback(_report_start_failure)
+
+        def before_shutdown() -> Any:
+            if engine is None:
+                return None
+            return defer.Deferred.fromFuture(asyncio.ensure_future(engine.stop()))
+
+        reactor.callWhenRunning(on_running)
+        reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+        server.run()
+
+
+def _report_start_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the embedded scheduler failed to start", exc_info=task.exception())

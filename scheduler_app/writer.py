@@ -1,0 +1,320 @@
+"""The batched writer: one thread that owns the engine's database writes.
+
+The event loop never touches the ORM. It hands the writer two kinds of work:
+
+- records (log lines, finished runs), buffered and written together, one transaction per
+  flush, at most ``flush_interval`` apart. Lines are inserted with one multi-row
+  ``INSERT .. RETURNING id`` so they can be published with their ids afterwards.
+- calls (claims, heartbeats, retention batches): functions run in this thread, in order,
+  after the pending records are flushed (so a claim sees the runs this node just finished),
+  with their result handed back through a ``concurrent.futures.Future``.
+
+Why one thread: on SQLite, two writer threads of one process would queue on the busy
+timeout (sleeps of up to 100 ms); one thread keeps writes back to back. On PostgreSQL it
+keeps one connection busy instead of many idle ones.
+
+A database that goes away (restart, network) does not lose records: the flush fails, the
+connection is closed, the buffer is kept and retried with back-off until it is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
+
+from scheduler_app.models import JobRun, LogLine
+
+log = logging.getLogger("scheduler_app.writer")
+
+#: Rows per INSERT statement (SQLite allows 32,766 variables; 5 per line).
+CHUNK = 500
+
+
+@dataclass(slots=True)
+class PendingLine:
+    run_id: int
+    seq: int
+    created_at: datetime
+    level: int
+    message: str
+    #: routing for the publisher, not stored
+    job_id: int = 0
+    group: str = ""
+    id: int | None = None
+
+
+@dataclass(slots=True)
+class RunFinish:
+    """The final state of a run; ``record`` is the engine's run object, published after commit."""
+
+    run_id: int
+    status: str
+    finished_at: datetime
+    error: str
+    traceback: str
+    log_count: int
+    record: Any = None
+
+
+@dataclass
+class Batch:
+    lines: list[PendingLine] = field(default_factory=list)
+    finishes: list[RunFinish] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.lines or self.finishes)
+
+
+class Writer:
+    def __init__(
+        self,
+        *,
+        on_committed: Callable[[Batch], None] | None = None,
+        flush_interval: float = 0.05,
+        name: str = "jobscheduler-writer",
+    ) -> None:
+        self.on_committed = on_committed
+        self.flush_interval = flush_interval
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._lines: list[PendingLine] = []
+        self._finishes: list[RunFinish] = []
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        # records taken from the buffers whose write failed: retried first, in order
+        self._retry: Batch | None = None
+        self._stopping = False
+        self._failing_since: float | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.written_lines = 0
+        self.written_runs = 0
+
+    # -- API for the event loop (thread-safe, never blocks on the database) ------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add_lines(self, lines: list[PendingLine]) -> None:
+        with self._lock:
+            self._lines.extend(lines)
+
+    def add_line(self, line: PendingLine) -> None:
+        with self._lock:
+            self._lines.append(line)
+
+    def finish_run(self, finish: RunFinish) -> None:
+        with self._lock:
+            self._finishes.append(finish)
+        # finishing runs free their job for the next slot: don't let them wait a full interval
+        self._wake.set()
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in the writer thread; await it with ``asyncio.wrap_future``."""
+        future: Future[Any] = Future()
+        if self._stopping and not self._thread.is_alive():
+            future.set_exception(RuntimeError("the writer has stopped"))
+            return future
+        with self._lock:
+            self._calls.append((lambda: fn(*args, **kwargs), future))
+        self._wake.set()
+        return future
+
+    def pending(self) -> int:
+        with self._lock:
+            retry = len(self._retry.lines) + len(self._retry.finishes) if self._retry else 0
+            return len(self._lines) + len(self._finishes) + retry
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Flush what is buffered (retrying up to ``timeout``) and end the thread; True if all was written."""
+        self._stopping = True
+        self._stop_deadline = time.monotonic() + timeout
+        self._wake.set()
+        self._thread.join(timeout + 5)
+        return self.pending() == 0
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            while True:
+                self._wake.wait(self.flush_interval)
+                self._wake.clear()
+                flushed = self._flush()
+                self._run_calls()
+                if self._stopping:
+                    if self.pending() == 0 and not self._calls:
+                        break
+                    if time.monotonic() > self._stop_deadline:
+                        log.error("writer stopping with %d unwritten records (database unreachable)", self.pending())
+                        break
+                if not flushed:
+                    time.sleep(self._backoff())
+        finally:
+            connections.close_all()
+
+    def _backoff(self) -> float:
+        if self._failing_since is None:
+            return 0.0
+        return min(5.0, 0.25 + (time.monotonic() - self._failing_since) / 4)
+
+    def _take(self) -> Batch:
+        with self._lock:
+            batch = Batch(self._lines, self._finishes)
+            self._lines, self._finishes = [], []
+        if self._retry is not None:
+            batch = Batch(self._retry.lines + batch.lines, self._retry.finishes + batch.finishes)
+            self._retry = None
+        return batch
+
+    def _flush(self) -> bool:
+        batch = self._take()
+        if not batch:
+            return True
+        try:
+            write_batch(batch)
+        except DatabaseError as exc:
+            self._retry = batch
+            self._connection_failed(exc, f"writing {len(batch.lines)} log lines and {len(batch.finishes)} runs")
+            return False
+        if self._failing_since is not None:
+            log.warning(
+                "database writes work again after %.1f s; nothing was lost", time.monotonic() - self._failing_since
+            )
+            self._failing_since = None
+        self.written_lines += len(batch.lines)
+        self.written_runs += len(batch.finishes)
+        if self.on_committed is not None:
+            try:
+                self.on_committed(batch)
+            except Exception:
+                log.exception("publishing a written batch failed")
+        return True
+
+    def _run_calls(self) -> None:
+        while True:
+            with self._lock:
+                if not self._calls:
+                    return
+                fn, future = self._calls.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except (OperationalError, InterfaceError) as exc:
+                self._connection_failed(exc, "a scheduler query")
+                future.set_exception(exc)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def _connection_failed(self, exc: Exception, what: str) -> None:
+        first = self._failing_since is None
+        if first:
+            self._failing_since = time.monotonic()
+        if first or log.isEnabledFor(logging.DEBUG):
+            log.warning(
+                "database error while %s (%s: %s); keeping the buffer and retrying",
+                what,
+                type(exc).__name__,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+            )
+        # A broken connection stays broken: drop it so the next attempt opens a new one.
+        try:
+            connection.close()
+        except Exception:
+            pass
+
+
+def write_batch(batch: Batch) -> None:
+    """Write one batch in one transaction; lines of runs deleted meanwhile are dropped."""
+    try:
+        with transaction.atomic():
+            _insert_lines(batch.lines)
+            _update_runs(batch)
+    except DatabaseError as exc:
+        if not _is_integrity_error(exc) or not batch.lines:
+            raise
+        # A job (and its runs) was deleted while it ran: its lines have no run to point to.
+        run_ids = {line.run_id for line in batch.lines}
+        alive = set(JobRun.objects.filter(id__in=run_ids).values_list("id", flat=True))
+        dropped = len([line for line in batch.lines if line.run_id not in alive])
+        batch.lines[:] = [line for line in batch.lines if line.run_id in alive]
+        log.info("dropped %d log lines of %d deleted runs", dropped, len(run_ids - alive))
+        with transaction.atomic():
+            _insert_lines(batch.lines)
+            _update_runs(batch)
+
+
+def _is_integrity_error(exc: Exception) -> bool:
+    from django.db import IntegrityError
+
+    return isinstance(exc, IntegrityError)
+
+
+def _insert_lines(lines: list[PendingLine]) -> None:
+    if not lines:
+        return
+    ops = connection.ops
+    table = ops.quote_name(LogLine._meta.db_table)
+    with connection.cursor() as cursor:
+        for start in range(0, len(lines), CHUNK):
+            chunk = lines[start : start + CHUNK]
+            values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+            params: list[Any] = []
+            for line in chunk:
+                params += [
+                    line.run_id,
+                    line.seq,
+                    ops.adapt_datetimefield_value(line.created_at),
+                    line.level,
+                    line.message,
+                ]
+            cursor.execute(
+                f"INSERT INTO {table} (run_id, seq, created_at, level, message) VALUES {values} RETURNING id", params
+            )
+            # Both SQLite and PostgreSQL return the rows of a VALUES insert in order (Django's
+            # bulk_create relies on the same).
+            for line, row in zip(chunk, cursor.fetchall(), strict=True):
+                line.id = row[0]
+
+
+def _update_runs(batch: Batch) -> None:
+    ops = connection.ops
+    table = ops.quote_name(JobRun._meta.db_table)
+    with connection.cursor() as cursor:
+        if batch.finishes:
+            cursor.executemany(
+                f"UPDATE {table} SET status = %s, finished_at = %s, error = %s, traceback = %s, log_count = %s "
+                "WHERE id = %s",
+                [
+                    (
+                        f.status,
+                        ops.adapt_datetimefield_value(f.finished_at),
+                        f.error,
+                        f.traceback,
+                        f.log_count,
+                        f.run_id,
+                    )
+                    for f in batch.finishes
+                ],
+            )
+        finished = {f.run_id for f in batch.finishes}
+        counts: dict[int, int] = {}
+        for line in batch.lines:
+            if line.run_id not in finished:
+                counts[line.run_id] = max(counts.get(line.run_id, 0), line.seq)
+        if counts:
+            # live count for runs still going (a page shows "12 lines" while it runs)
+            cursor.executemany(
+                f"UPDATE {table} SET log_count = %s WHERE id = %s AND log_count < %s",
+                [(n, run_id, n) for run_id, n in counts.items()],
+            )
