@@ -189,6 +189,6 @@ def test_a_plugin_from_the_docs_goes_from_a_folder_to_reloaded_code(extra_plugin
 
     # Registered anyway (say, by a fixture): the check reports it, its form shows the error.
     bad = Plugin.objects.create(package="station_report@v1_1_0.plugin.Plugin", interval=30)
-    assert [m.id for m in check_plugins()] == ["scheduler_app.E001"]
+    assert [m.id for m in check_plugins(explicit=True)] == ["scheduler_app.E001"]
     form = config_form(bad, {"stations": []})
     assert not form.is_valid() and "weather_sdk_not_installed" in " ".join(form.errors["config"])
