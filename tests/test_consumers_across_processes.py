@@ -1,0 +1,86 @@
+"""Live logs across processes: a separate ``runscheduler`` publishes through Redis, a separate
+web process (``serve`` without the embedded scheduler) relays to a real websocket client.
+
+This is the production topology; with the in-memory layer these lines would never arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from scheduler_app import services
+from scheduler_app.models import Job
+from tests.processes import free_port, manage, wait_for_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+websockets = pytest.importorskip("websockets")
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+async def receive_until(ws, predicate, timeout: float) -> list[dict]:
+    """Collect messages until ``predicate(all_lines)`` holds; return every line received."""
+    lines: list[dict] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate(lines):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise AssertionError(f"timed out; lines so far: {json.dumps(lines)[:2000]}")
+        message = json.loads(await asyncio.wait_for(ws.recv(), remaining))
+        if message["type"] == "lines":
+            lines.extend(message["lines"])
+    return lines
+
+
+def test_lines_from_a_separate_scheduler_reach_the_browser_through_redis(tmp_path: Path, alice, sample_plugin):
+    job = services.create_job(alice, sample_plugin, {"name": "Redis", "times": 2}, description="across")
+    prefix = f"test-{os.environ.get('CHANNEL_LAYER_PREFIX', 'x')}-{uuid.uuid4().hex[:8]}"
+    env = {"REDIS_URL": REDIS_URL, "CHANNEL_LAYER_PREFIX": prefix, "SCHEDULER_EMBEDDED": "false"}
+    port = free_port()
+    web = manage(["serve", "--port", str(port), "--no-scheduler"], tmp_path / "web.log", **env)
+    scheduler = manage(["runscheduler"], tmp_path / "scheduler.log", **env)
+    try:
+        wait_for_port(port, timeout=30)
+        scheduler.wait_for_output("started", timeout=30)
+        cookie = session_cookie(alice)
+
+        async def scenario() -> list[dict]:
+            async with websockets.connect(
+                f"ws://127.0.0.1:{port}/ws/logs/{sample_plugin.pk}/{alice.pk}/",
+                origin=f"http://127.0.0.1:{port}",
+                additional_headers={"Cookie": f"sessionid={cookie}"},
+            ) as ws:
+                hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert hello["type"] == "hello" and hello["jobs"] == {str(job.pk): "across"}
+                replay = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert replay == {"type": "lines", "lines": [], "replay": True}
+                await asyncio.to_thread(lambda: services.run_now(Job.objects.get(pk=job.pk)))
+                return await receive_until(ws, lambda ls: any(x["message"] == "done" for x in ls), timeout=30)
+
+        lines = asyncio.run(scenario())
+        messages = [line["message"] for line in lines]
+        assert "Hello, Redis! (1/2)" in messages and "Hello, Redis! (2/2)" in messages
+        ids = [line["id"] for line in lines]
+        assert len(ids) == len(set(ids)) and ids == sorted(ids)
+        assert {line["job"] for line in lines} == {job.pk}
+    except BaseException:
+        print("--- web ---\n" + web.output() + "\n--- scheduler ---\n" + scheduler.output())
+        raise
+    finally:
+        scheduler.stop(timeout=10)
+        web.stop(timeout=10)
