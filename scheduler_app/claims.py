@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 
 from scheduler_app import slots
-from scheduler_app.jobtable import JobSpec
+from scheduler_app.jobtable import JobSpec, preload
 from scheduler_app.models import JobRun
 
 CHUNK = 400  # rows per INSERT (11 parameters each; SQLite allows 32,766)
@@ -128,5 +128,6 @@ def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: dat
             updated_ms=slots.to_ms(job.updated_at),
             enabled=plugin.enabled,
         )
+        preload([(spec.package, spec.code_version)])
         claimed.append(ManualClaim(run_id=run.pk, slot=run.slot, started_at=now, spec=spec))
     return claimed

@@ -473,7 +473,7 @@ class Engine:
             if not spec.enabled:
                 raise _RunRefused(f"the plugin {spec.package} is disabled")
             try:
-                plugin = plugin_host.get_plugin(spec.package)
+                plugin = plugin_host.get_plugin(spec.package, spec.code_version)
             except PluginLoadError as exc:
                 raise _RunRefused(f"the plugin's code does not load: {exc}") from exc
             try:
@@ -586,16 +586,18 @@ class Engine:
         self._reconcile_ready.set()
 
     async def _reload(self, packages: dict[str, int]) -> None:
-        reload = getattr(plugin_host, "reload", None) or plugin_host.check_reload
+        """Re-import changed plugins in the reader thread (never an import on the loop).
+
+        ``plugin_host.get_plugin(package, code_version)`` reloads when the version is newer
+        than the loaded code; a failed reload is logged there and the old code keeps running.
+        """
         for package, version in packages.items():
             try:
-                await self._read(reload, package)
+                await self._read(plugin_host.get_plugin, package, version)
             except Exception as exc:
-                log.error(
-                    "reloading %s (code version %s) failed; the old code keeps running: %s", package, version, exc
-                )
+                log.error("plugin %s (code version %s) does not load: %s", package, version, exc)
             else:
-                log.info("reloaded %s (code version %s)", package, version)
+                log.info("plugin %s now runs code version %s", package, version)
 
     async def _control_loop(self) -> None:
         if self.layer is None:
@@ -641,7 +643,6 @@ class Engine:
         elif kind == "plugin.reload":
             package, version = message.get("package"), message.get("code_version")
             if package:
-                self.table.code_versions.pop(package, None)
                 assert self.loop is not None
                 self.loop.create_task(self._reload({package: version or 0}))
             self._want_reconcile(plugin_ids=[message["plugin_id"]] if message.get("plugin_id") else None)

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db.models import Q
 
-from scheduler_app import slots
+from scheduler_app import plugin_host, slots
 from scheduler_app.models import Job
 
 log = logging.getLogger("scheduler_app.engine")
@@ -138,4 +138,17 @@ class JobTable:
                 self.code_versions[spec.package] = spec.code_version
                 diff.reloaded[spec.package] = spec.code_version
         diff.total = len(self.specs)
+        preload({(spec.package, spec.code_version) for spec in diff.upserted})
         return diff
+
+
+def preload(packages: Iterable[tuple[str, int]]) -> None:
+    """Import plugins here (a background thread), so a run never imports on the event loop.
+
+    A plugin that fails to load is left alone: its runs record the error.
+    """
+    for package, code_version in packages:
+        try:
+            plugin_host.get_plugin(package, code_version)
+        except Exception:
+            pass

@@ -1,0 +1,1 @@
+"""engine_probe v1.0.0: a throwaway plugin for the engine tests."""

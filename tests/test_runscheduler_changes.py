@@ -1,0 +1,72 @@
+"""Changes apply to a running scheduler without a restart: by notification, and by reconcile."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.utils import timezone
+
+from scheduler_app import services, slots
+from scheduler_app.models import Job, JobRun, Plugin
+from tests.engine_support import finished_runs, lines_of, probe_job, probe_plugin, redis_env, runs_of, schedulers, user
+from tests.processes import wait_until
+
+__all__ = ["redis_env", "schedulers"]
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _runs_after(job: Job, moment) -> list[JobRun]:
+    return [r for r in finished_runs(job) if r.started_at > moment]
+
+
+def test_service_changes_arrive_by_notification(schedulers, redis_env):
+    # The reconcile is slowed to a minute: only the notification can explain what follows.
+    node = schedulers.start("notified", SCHEDULER_RECONCILE_SECONDS="60", **redis_env)
+    alice = user("alice")
+    plugin = probe_plugin(interval=1)
+
+    job = probe_job(alice, plugin, lines=1)  # created and activated through the service
+    wait_until(lambda: finished_runs(job), 10, "the new job to run")
+
+    services.update_job(job, config={"mode": "fast", "lines": 3})
+    changed = timezone.now()
+    wait_until(lambda: any(len(lines_of(r)) == 4 for r in _runs_after(job, changed)), 10, "the edited config")
+
+    services.deactivate_job(job)
+    wait_until(lambda: "1 removed" in node.output(), 10, "the deactivation")
+    count = len(runs_of(job))
+    time.sleep(2.5)  # two more slots pass: nothing new is claimed after the deactivation applied
+    assert len(runs_of(job)) == count
+
+
+def test_bulk_updates_are_caught_by_the_reconcile(schedulers):
+    # No notification at all (in-memory layer, separate process): the reconcile finds it.
+    alice, bob = user("alice"), user("bob")
+    plugin = probe_plugin(interval=1)
+    job = probe_job(alice, plugin, lines=1)
+    other = probe_job(bob, plugin, activate=False)
+    node = schedulers.start("reconciled")
+    wait_until(lambda: finished_runs(job), 10, "the first run")
+
+    Job.objects.filter(pk=job.pk).update(config={"mode": "fast", "lines": 2})
+    changed = timezone.now()
+    wait_until(lambda: any(len(lines_of(r)) == 3 for r in _runs_after(job, changed)), 10, "the bulk config change")
+
+    Plugin.objects.filter(pk=plugin.pk).update(interval=2)
+    wait_until(lambda: "jobs added or changed" in node.output(), 10, "the interval change")
+    changed = timezone.now()
+    wait_until(lambda: len(_runs_after(job, changed)) >= 2, 15, "runs on the new interval")
+    for run in _runs_after(job, changed):
+        assert slots.is_slot(slots.to_ms(run.slot), job.pk, 2)
+
+    Job.objects.filter(pk=job.pk).update(active=False)
+    Job.objects.filter(pk=other.pk).update(active=True)
+    wait_until(lambda: finished_runs(other), 10, "the bulk-activated job to run")
+
+    Plugin.objects.filter(pk=plugin.pk).update(enabled=False)
+    wait_until(lambda: "removed; 0 active" in node.output(), 10, "the plugin disabled")
+    count = JobRun.objects.count()
+    time.sleep(2.5)  # two more slots of the old schedule pass
+    assert JobRun.objects.count() == count

@@ -1,0 +1,61 @@
+"""runscheduler runs every active job of every enabled plugin on its slots and records it."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler_app import slots
+from scheduler_app.models import JobRun, SchedulerNode
+from tests.engine_support import PROBE, finished_runs, lines_of, probe_job, probe_plugin, runs_of, schedulers, user
+from tests.processes import wait_until
+
+__all__ = ["schedulers"]
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_runs_active_jobs_on_their_slots_and_records_them(schedulers):
+    alice, bob = user("alice"), user("bob")
+    plugin = probe_plugin(interval=1)
+    a = probe_job(alice, plugin, lines=2)
+    b = probe_job(bob, plugin, lines=1)
+    idle = probe_job(alice, plugin, activate=False)
+    node = schedulers.start("schedule")
+
+    wait_until(lambda: len(finished_runs(a)) >= 3 and len(finished_runs(b)) >= 3, 20, "three runs of each job")
+    node.stop()
+
+    assert runs_of(idle) == []
+    for job, expected_lines in ((a, 2), (b, 1)):
+        done = finished_runs(job)
+        for run in done:
+            assert run.status == JobRun.Status.SUCCEEDED, run.error
+            assert run.trigger == JobRun.Trigger.SCHEDULE
+            assert slots.is_slot(slots.to_ms(run.slot), job.pk, 1), "slots are deterministic"
+            assert run.node.startswith("schedule:")
+            assert run.plugin_package == PROBE
+            assert run.started_at >= run.slot and run.finished_at >= run.started_at
+            lines = lines_of(run)
+            assert [line.seq for line in lines] == list(range(1, expected_lines + 2))
+            assert lines[0].message.startswith("probe line 1 of")
+            assert lines[-1].message == "probe done"
+            assert run.log_count == len(lines)
+        slot_ms = [slots.to_ms(r.slot) for r in done]
+        assert len(set(slot_ms)) == len(slot_ms)
+    stopped = SchedulerNode.objects.get(name__startswith="schedule:")
+    assert stopped.stopped_at is not None
+
+
+def test_a_disabled_plugin_schedules_nothing(schedulers):
+    alice = user("alice")
+    off = probe_plugin(interval=1, enabled=False)
+    job = probe_job(alice, off)
+    node = schedulers.start("disabled")
+    node.wait_for_output("0 active jobs")
+    assert runs_of(job) == []
+
+
+def test_the_scheduler_warns_when_logs_cannot_reach_browsers(schedulers):
+    node = schedulers.start("warn")
+    assert "REDIS_URL is not set" in node.output()
+    assert "will NOT reach browsers" in node.output()
