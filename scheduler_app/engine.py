@@ -23,6 +23,7 @@ How it works (docs/architecture.md, "Engine" sections, says why):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import sys
@@ -698,12 +699,6 @@ class Engine:
                 culprit, self._blocked_report = self._blocked_report, None
                 where = culprit[0] if culprit else "no plugin on the stack"
                 log.warning("the event loop was blocked for %.2f s (%s)", lag, where)
-                if culprit and culprit[1] in self.active:
-                    self.active[culprit[1]].context.logger.warning(
-                        "this run blocked the scheduler's event loop for %.2f s: use await or asyncio.to_thread "
-                        "for blocking work",
-                        lag,
-                    )
 
     def _watchdog(self) -> None:
         """Thread: when the loop stops beating, name the plugin whose code is on its stack."""
@@ -713,32 +708,47 @@ class Engine:
             if time.monotonic() - beat < BLOCKED_LOOP_SECONDS or beat == reported_for:
                 continue
             reported_for = beat
-            culprit = self._find_blocker()
-            self._blocked_report = culprit
-            if culprit:
-                log.warning("event loop blocked for over %.1f s by %s", BLOCKED_LOOP_SECONDS, culprit[0])
+            found = self._find_blocker()
+            self._blocked_report = (found[0], found[1].record.id) if found else None
+            if found:
+                where, active = found
+                log.warning("event loop blocked for over %.1f s by %s", BLOCKED_LOOP_SECONDS, where)
+                # The run's own log says so too (the handler is thread-safe; the loop is stuck).
+                active.context.logger.warning(
+                    "this run is blocking the scheduler's event loop (over %.1f s so far, at %s): use await or "
+                    "asyncio.to_thread for blocking work",
+                    BLOCKED_LOOP_SECONDS,
+                    where.rpartition(" at ")[2],
+                )
             else:
                 log.warning("event loop blocked for over %.1f s (not by plugin code)", BLOCKED_LOOP_SECONDS)
 
-    def _find_blocker(self) -> tuple[str, int | None] | None:
+    def _find_blocker(self) -> tuple[str, ActiveRun] | None:
+        """Which run is on the loop thread's stack: the loop's current task names it (runs are
+        tasks called "run <id> of <package>"); the plugin's innermost frame says where."""
         frame = sys._current_frames().get(self._loop_thread_id)
-        if frame is None:
+        if frame is None or self.loop is None:
             return None
-        modules: dict[str, ActiveRun] = {}
-        for active in list(self.active.values()):
-            modules[active.spec.package.rpartition(".")[0]] = active
+        active: ActiveRun | None = None
+        try:
+            task = asyncio.current_task(self.loop)  # a dict read: safe from this thread
+        except RuntimeError:
+            task = None
+        if task is not None and task.get_name().startswith("run "):
+            with contextlib.suppress(ValueError, IndexError):
+                active = self.active.get(int(task.get_name().split()[1]))
+        if active is None:
+            return None
+        folder = active.spec.package.rpartition(".")[0].rpartition(".")[0] or active.spec.package
         f: Any = frame
+        where = "an unknown place"
         while f is not None:
             module = f.f_globals.get("__name__", "")
-            for prefix, active in modules.items():
-                if module == prefix or module.startswith(prefix.rpartition(".")[0] + "."):
-                    where = f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
-                    return (
-                        f"plugin {active.spec.package} (run {active.record.id}, job {active.spec.id}) at {where}",
-                        active.record.id,
-                    )
+            if module == folder or module.startswith(folder + "."):
+                where = f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+                break
             f = f.f_back
-        return None
+        return f"plugin {active.spec.package} (run {active.record.id}, job {active.spec.id}) at {where}", active
 
 
 class _RunRefused(Exception):
