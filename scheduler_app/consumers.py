@@ -16,6 +16,7 @@ Query parameters: ``after=<LogLine id>`` resumes after the last line seen;
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -30,6 +31,8 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 #: Replayed ids remembered to drop their live duplicates; the newest ones are the only candidates.
 _DEDUP_WINDOW = 2000
+#: A replayed line's live copy arrives within this many seconds of the replay (publishing is immediate).
+_DEDUP_SECONDS = 30.0
 
 
 def _int_param(query: dict[str, list[str]], name: str) -> int | None:
@@ -84,6 +87,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         # so everything relayed later comes after the backlog.
         context, lines = await _backlog(plugin_id, user_id, after, self.run_filter)
         self.replayed = {line["id"] for line in lines[-_DEDUP_WINDOW:]}
+        self.dedupe_until = time.monotonic() + _DEDUP_SECONDS
         await self.send_json({"type": "hello", "jobs": context["jobs"], "runs": context["runs"]})
         await self.send_json({"type": "lines", "lines": lines, "replay": True})
 
@@ -102,7 +106,10 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
     async def log_lines(self, event: dict[str, Any]) -> None:
         lines = event.get("lines", [])
         if self.replayed:
-            lines = [line for line in lines if line["id"] not in self.replayed]
+            if time.monotonic() < self.dedupe_until:
+                lines = [line for line in lines if line["id"] not in self.replayed]
+            else:  # anything replayed has long been published: stop checking every line
+                self.replayed = set()
         if self.run_filter is not None:
             lines = [line for line in lines if line["run"] == self.run_filter]
         if lines:

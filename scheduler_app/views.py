@@ -67,6 +67,24 @@ def _plugin_url(plugin: Plugin, user: Any, request: HttpRequest, job: Job | None
     return f"{url}#job-{job.pk}" if job else url
 
 
+def _fast_url(name: str, pk: int) -> str:
+    """``reverse(name, args=[pk])`` for one-id routes, reversed once per name (pages list hundreds)."""
+    pattern = _URL_PATTERNS.get(name)
+    if pattern is None:
+        pattern = _URL_PATTERNS[name] = reverse(name, args=[987654321]).replace("987654321", "{}")
+    return pattern.format(int(pk))
+
+
+_URL_PATTERNS: dict[str, str] = {}
+
+
+def _add_urls(jobs: list[Job]) -> None:
+    for job in jobs:
+        job.history_url = _fast_url("job_runs", job.pk)
+        if job.last_run is not None:
+            job.last_run.url = _fast_url("run", job.last_run.pk)
+
+
 # --- pages ---------------------------------------------------------------------------------
 
 
@@ -75,6 +93,9 @@ def _plugin_url(plugin: Plugin, user: Any, request: HttpRequest, job: Job | None
 def dashboard(request: HttpRequest) -> HttpResponse:
     subject = _subject(request)
     rows = selectors.dashboard(subject)
+    for row in rows:
+        row.url = _plugin_url(row.plugin, subject, request)
+        _add_urls(row.jobs)
     return render(
         request,
         "scheduler_app/dashboard.html",
@@ -109,6 +130,7 @@ def _render_plugin_page(
     readonly = subject.pk != request.user.pk
     bound = bound or {}
     jobs = selectors.plugin_jobs(subject, plugin)
+    _add_urls(jobs)
     load_error = None
     try:
         for job in jobs:
