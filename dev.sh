@@ -128,8 +128,11 @@ test)
     # A private test database per run, so CI and developers can test on one machine at once.
     if [ -z "${TEST_DB_SUFFIX:-}" ]; then
         export TEST_DB_SUFFIX=devsh$$
-        # only the files this run named itself; a caller's suffix may be in use elsewhere
-        trap 'rm -f test_jobs_devsh$$.sqlite3*' EXIT
+        # Only the databases this run named itself (a caller's suffix may be in use elsewhere),
+        # also when a test left a connection open or the run was interrupted.
+        trap 'rm -f test_jobs_devsh$$.sqlite3*
+              psql "${PG_URL%/*}/postgres" -qXc "DROP DATABASE IF EXISTS \"test_${PG_URL##*/}_devsh$$\" WITH (FORCE)" \
+                  >/dev/null 2>&1 || true' EXIT
     fi
     export CHANNEL_LAYER_PREFIX=${CHANNEL_LAYER_PREFIX:-devsh$$}
     failed=0

@@ -28,3 +28,7 @@ if _suffix:
         _test["NAME"] = str(BASE_DIR / f"test_jobs_{_suffix}.sqlite3")  # noqa: F405
     else:
         _test["NAME"] = f"test_{DATABASES['default']['NAME']}_{_suffix}"  # noqa: F405
+
+# Connections opened in worker threads (channels' database_sync_to_async) are closed after each
+# call instead of being kept, or PostgreSQL refuses to drop the test database at the end.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
