@@ -84,6 +84,7 @@
     this.runOrder = [];
     this.seen = new Set();
     this.lastId = Number(root.getAttribute("data-after") || 0);
+    this.lastRun = null;
     this.paused = false;
     this.attempt = 0;
     this.everConnected = false;
@@ -98,6 +99,7 @@
     var clearBtn = root.querySelector('[data-action="clear"]');
     if (clearBtn) clearBtn.addEventListener("click", function () {
       self.list.textContent = "";
+      self.lastRun = null;
       self.updateCount();
     });
     this.scrollToEnd();
@@ -124,7 +126,7 @@
   };
 
   LogView.prototype.updateCount = function () {
-    if (this.countEl) this.countEl.textContent = String(this.list.querySelectorAll(".logline:not(.is-marker)").length);
+    if (this.countEl) this.countEl.textContent = String(this.list.querySelectorAll(".logline[data-id]").length);
   };
 
   LogView.prototype.url = function () {
@@ -209,7 +211,6 @@
       link.href = "/runs/" + encodeURIComponent(line.run) + "/";
       link.title = "run " + line.run + " of " + this.jobLabel(line.job);
       tag.appendChild(link);
-      tag.appendChild(document.createTextNode(" " + this.jobLabel(line.job)));
       li.appendChild(tag);
     }
     li.appendChild(el("span", "lvl", level));
@@ -228,6 +229,10 @@
       if (this.runFilter !== null && line.run !== this.runFilter) continue;
       this.seen.add(line.id);
       if (line.id > this.lastId) this.lastId = line.id;
+      if (this.runFilter === null && line.run !== this.lastRun) {
+        fragment.appendChild(this.runHeader(line));
+        this.lastRun = line.run;
+      }
       fragment.appendChild(this.lineNode(line));
       added++;
     }
@@ -239,6 +244,17 @@
     if (this.seen.size > MAX_LINES * 4) this.seen = new Set(Array.prototype.map.call(this.list.children, function (li) { return Number(li.getAttribute("data-id")); }));
     this.updateCount();
     if (!this.paused) this.scrollToEnd();
+  };
+
+  /* A heading line where the lines of another run begin: which run, of which configuration. */
+  LogView.prototype.runHeader = function (line) {
+    var li = el("li", "logline is-run-header");
+    li.setAttribute("data-run-header", String(line.run));
+    var link = el("a", null, "run #" + line.run);
+    link.href = "/runs/" + encodeURIComponent(line.run) + "/";
+    li.appendChild(link);
+    li.appendChild(document.createTextNode(" · " + this.jobLabel(line.job)));
+    return li;
   };
 
   LogView.prototype.marker = function (text) {
