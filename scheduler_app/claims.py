@@ -35,11 +35,19 @@ class SlotClaim:
     package: str
 
 
-def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[int, int]:
-    """Claim the given slots for ``node``; return ``{job_id: run_id}`` for the ones it won."""
+def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple[int, int], int]:
+    """Claim the given slots for ``node``; return ``{(job_id, slot_ms): run_id}`` for the ones it won.
+
+    At most one slot per job is claimed (the latest given): a job never overlaps itself.
+    """
     if not claims:
         return {}
-    won: dict[int, int] = {}
+    latest: dict[int, SlotClaim] = {}
+    for claim in claims:
+        if claim.job_id not in latest or claim.slot_ms > latest[claim.job_id].slot_ms:
+            latest[claim.job_id] = claim
+    claims = list(latest.values())
+    won: dict[tuple[int, int], int] = {}
     ops = connection.ops
     table = ops.quote_name(JobRun._meta.db_table)
     now_db = ops.adapt_datetimefield_value(now)
@@ -76,7 +84,7 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[int, 
                     params,
                 )
                 for run_id, job_id in cursor.fetchall():
-                    won[job_id] = run_id
+                    won[(job_id, latest[job_id].slot_ms)] = run_id
     return won
 
 

@@ -142,6 +142,7 @@ class Engine:
         self.table = JobTable()
         self.started = False
         self._due: list[tuple[JobSpec, int]] = []
+        self._claiming: set[int] = set()  # jobs with a slot waiting for (or in) a claim
         self._due_ready: asyncio.Event | None = None
         self._queued_ready: asyncio.Event | None = None
         self._reconcile_ready: asyncio.Event | None = None
@@ -357,9 +358,11 @@ class Engine:
             slot_ms = max(latest, due_ms)
             state.next_ms = slot_ms + spec.interval * 1000
             heapq.heappush(heap, (state.next_ms, job_id, generation))
-            if job_id in self.running_jobs:
+            if job_id in self.running_jobs or job_id in self._claiming:
+                # Still running (or its last slot's claim is still in flight): skip this slot.
                 self.stats.skipped_overlap += 1
                 continue
+            self._claiming.add(job_id)
             due.append((spec, slot_ms))
         if due and self._due_ready is not None:
             self._due_ready.set()
@@ -374,21 +377,27 @@ class Engine:
             batch, self._due[:] = self._due[:MAX_CLAIM_BATCH], self._due[MAX_CLAIM_BATCH:]
             if self._due:
                 self._due_ready.set()
+            for spec, _slot in batch:
+                self._claiming.discard(spec.id)
             batch = [(spec, slot) for spec, slot in batch if spec.id not in self.running_jobs]
             if not batch:
                 continue
             now = utcnow()
             wanted = [claims.SlotClaim(spec.id, slot_ms, spec.package) for spec, slot_ms in batch]
+            in_flight = {spec.id for spec, _slot in batch}
+            self._claiming |= in_flight
             try:
                 won = await self._write(claims.claim_slots, self.node, wanted, now)
             except Exception as exc:
+                self._claiming -= in_flight
                 log.warning(
                     "could not claim %d due slots (%s: %s); they are skipped", len(batch), type(exc).__name__, exc
                 )
                 continue
+            self._claiming -= in_flight
             self.stats.lost_claims += len(batch) - len(won)
             for spec, slot_ms in batch:
-                run_id = won.get(spec.id)
+                run_id = won.get((spec.id, slot_ms))
                 if run_id is not None:
                     record = RunRecord(
                         id=run_id,

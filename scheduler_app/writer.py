@@ -243,12 +243,29 @@ def write_batch(batch: Batch) -> None:
     except DatabaseError as exc:
         if not _is_integrity_error(exc) or not batch.lines:
             raise
-        # A job (and its runs) was deleted while it ran: its lines have no run to point to.
+        # A job (and its runs) was deleted while it ran, so its lines have no run to point to;
+        # or (a bug, never seen since claims are deduplicated) a line is already stored. Keep
+        # everything else: one bad line must not block the writer forever.
         run_ids = {line.run_id for line in batch.lines}
         alive = set(JobRun.objects.filter(id__in=run_ids).values_list("id", flat=True))
-        dropped = len([line for line in batch.lines if line.run_id not in alive])
-        batch.lines[:] = [line for line in batch.lines if line.run_id in alive]
-        log.info("dropped %d log lines of %d deleted runs", dropped, len(run_ids - alive))
+        stored = set(
+            LogLine.objects.filter(run_id__in=alive, seq__in={line.seq for line in batch.lines}).values_list(
+                "run_id", "seq"
+            )
+        )
+        kept, seen = [], set()
+        for line in batch.lines:
+            key = (line.run_id, line.seq)
+            if line.run_id in alive and key not in stored and key not in seen:
+                seen.add(key)
+                kept.append(line)
+        dropped = len(batch.lines) - len(kept)
+        batch.lines[:] = kept
+        log.warning(
+            "dropped %d log lines (%d of runs deleted meanwhile, the rest duplicates)",
+            dropped,
+            sum(1 for run_id in run_ids if run_id not in alive),
+        )
         with transaction.atomic():
             _insert_lines(batch.lines)
             _update_runs(batch)
