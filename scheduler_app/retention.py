@@ -29,13 +29,13 @@ def prune_batch(now: datetime, retain_days: float, retain_runs_per_job: int, bat
         .values_list("id", flat=True)[:batch]
     )
     if len(ids) < batch:
-        ids += _over_count(retain_runs_per_job, batch - len(ids))
+        ids = list(dict.fromkeys(ids + _over_count(retain_runs_per_job, batch - len(ids))))
     if not ids:
         return 0
     with transaction.atomic():
         LogLine.objects.filter(run_id__in=ids).delete()
-        JobRun.objects.filter(id__in=ids).delete()
-    return len(ids)
+        _, by_model = JobRun.objects.filter(id__in=ids).delete()
+    return by_model.get(JobRun._meta.label, 0)
 
 
 def _over_count(keep: int, limit: int) -> list[int]:

@@ -1,0 +1,173 @@
+"""Claims, the batched writer, lost runs and retention, against the real database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from scheduler_app import claims, nodes, retention, services, slots
+from scheduler_app.jobtable import JobTable
+from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
+from scheduler_app.writer import Batch, PendingLine, RunFinish, Writer, write_batch
+from tests.engine_support import probe_job, probe_plugin
+
+pytestmark = pytest.mark.django_db
+
+
+def _claim(job: Job, slot_ms: int, node: str = "a") -> dict:
+    return claims.claim_slots(node, [claims.SlotClaim(job.pk, slot_ms, job.plugin.package)], timezone.now())
+
+
+def test_a_slot_is_claimed_once(alice):
+    job = probe_job(alice, probe_plugin())
+    slot = slots.slot_after(slots.to_ms(timezone.now()), job.pk, 1)
+    won = _claim(job, slot, "a")
+    assert list(won) == [(job.pk, slot)]
+    JobRun.objects.filter(pk=won[(job.pk, slot)]).update(status=JobRun.Status.SUCCEEDED)
+    assert _claim(job, slot, "b") == {}, "the unique (job, slot) decides"
+    run = JobRun.objects.get()
+    assert (run.node, run.status, run.trigger) == ("a", JobRun.Status.SUCCEEDED, JobRun.Trigger.SCHEDULE)
+    assert slots.to_ms(run.slot) == slot
+
+
+def test_a_job_running_anywhere_is_not_claimed_again(alice):
+    job = probe_job(alice, probe_plugin())
+    slot = slots.slot_after(slots.to_ms(timezone.now()), job.pk, 1)
+    assert _claim(job, slot, "a")
+    assert _claim(job, slot + 1000, "b") == {}, "still running on node a"
+
+
+def test_a_batch_claims_one_slot_per_job(alice):
+    job = probe_job(alice, probe_plugin())
+    slot = slots.slot_after(slots.to_ms(timezone.now()), job.pk, 1)
+    wanted = [claims.SlotClaim(job.pk, s, job.plugin.package) for s in (slot, slot + 1000, slot + 2000)]
+    assert list(claims.claim_slots("a", wanted, timezone.now())) == [(job.pk, slot + 2000)]
+    assert JobRun.objects.count() == 1
+
+
+def test_a_queued_run_is_claimed_by_one_node(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = services.run_now(job)
+    assert claims.queued_run_ids() == [run.pk]
+    first = claims.claim_queued("a", [run.pk], set(), timezone.now())
+    second = claims.claim_queued("b", [run.pk], set(), timezone.now())
+    assert [c.run_id for c in first] == [run.pk] and second == []
+    assert first[0].spec.config == job.config
+    run.refresh_from_db()
+    assert (run.status, run.node) == (JobRun.Status.RUNNING, "a")
+
+
+def test_the_writer_stores_lines_with_ids_and_finishes_runs(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = services.run_now(job)
+    now = datetime.now(UTC)
+    lines = [PendingLine(run.pk, seq, now, 20, f"line {seq}") for seq in (1, 2, 3)]
+    finish = RunFinish(run.pk, JobRun.Status.SUCCEEDED, now, "", "", 3)
+
+    write_batch(Batch(lines, [finish]))
+    stored = list(LogLine.objects.filter(run=run).order_by("seq"))
+    assert [line.id for line in lines] == [line.pk for line in stored]
+    assert [line.message for line in stored] == ["line 1", "line 2", "line 3"]
+    run.refresh_from_db()
+    assert (run.status, run.log_count, run.finished_at) == (JobRun.Status.SUCCEEDED, 3, now)
+
+
+@pytest.mark.django_db(transaction=True)  # foreign keys are checked at the real commit
+def test_the_writer_drops_lines_of_a_run_deleted_meanwhile(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    kept = services.run_now(job)
+    JobRun.objects.filter(pk=kept.pk).update(status=JobRun.Status.SUCCEEDED)
+    gone = services.run_now(job)
+    gone_id = gone.pk
+    gone.delete()
+
+    now = datetime.now(UTC)
+    write_batch(Batch([PendingLine(kept.pk, 1, now, 20, "kept"), PendingLine(gone_id, 1, now, 20, "orphan")], []))
+    assert list(LogLine.objects.values_list("message", flat=True)) == ["kept"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_thread_flushes_everything_on_stop(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = services.run_now(job)
+    committed = []
+    writer = Writer(on_committed=committed.append, flush_interval=0.01)
+    writer.start()
+    now = datetime.now(UTC)
+    for seq in range(1, 1201):
+        writer.add_line(PendingLine(run.pk, seq, now, 20, f"line {seq}"))
+    writer.finish_run(RunFinish(run.pk, JobRun.Status.FAILED, now, "boom", "tb", 1200))
+    assert writer.call(lambda: JobRun.objects.count()).result(10) == 1
+    assert writer.stop(10)
+    assert LogLine.objects.filter(run=run).count() == 1200
+    run.refresh_from_db()
+    assert (run.status, run.error, run.log_count) == (JobRun.Status.FAILED, "boom", 1200)
+    assert sum(len(batch.lines) for batch in committed) == 1200
+
+
+def test_runs_of_a_silent_node_are_marked_lost(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    now = timezone.now()
+    nodes.register("dead:1:x", now - timedelta(seconds=60))
+    nodes.register("alive:2:y", now)
+    dead_run = services.run_now(job)
+    JobRun.objects.filter(pk=dead_run.pk).update(status=JobRun.Status.RUNNING, node="dead:1:x")
+    other = probe_job(alice, Plugin.objects.get(), activate=False)
+    alive_run = services.run_now(other)
+    JobRun.objects.filter(pk=alive_run.pk).update(status=JobRun.Status.RUNNING, node="alive:2:y")
+
+    lost = nodes.mark_lost_runs("me:3:z", now, lost_after_seconds=30)
+
+    assert [r.id for r in lost] == [dead_run.pk]
+    dead_run.refresh_from_db()
+    alive_run.refresh_from_db()
+    assert dead_run.status == JobRun.Status.LOST and "dead:1:x" in dead_run.error
+    assert alive_run.status == JobRun.Status.RUNNING
+    nodes.mark_stopped("alive:2:y", now)
+    assert SchedulerNode.objects.get(name="alive:2:y").stopped_at == now
+
+
+def test_retention_prunes_by_age_and_by_count_in_batches(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    now = timezone.now()
+    for i in range(12):
+        run = JobRun.objects.create(
+            job=job, slot=now - timedelta(days=i), status=JobRun.Status.SUCCEEDED, finished_at=now - timedelta(days=i)
+        )
+        LogLine.objects.create(run=run, seq=1, created_at=now, message="x")
+    JobRun.objects.create(job=job, slot=now - timedelta(days=40), status=JobRun.Status.RUNNING)
+
+    deleted = 0
+    while n := retention.prune_batch(now, retain_days=10, retain_runs_per_job=5, batch=2):
+        assert n <= 2
+        deleted += n
+    assert deleted == 7
+    left = JobRun.objects.filter(status=JobRun.Status.SUCCEEDED)
+    assert left.count() == 5 and all((now - r.slot).days < 5 for r in left)
+    assert JobRun.objects.filter(status=JobRun.Status.RUNNING).count() == 1, "running runs are never pruned"
+    assert LogLine.objects.count() == 5
+
+
+def test_the_job_table_reports_changes_made_behind_its_back(alice, bob):
+    plugin = probe_plugin()
+    a = probe_job(alice, plugin)
+    table = JobTable()
+    first = table.full()
+    assert [s.id for s in first.upserted] == [a.pk] and first.total == 1
+    assert not table.full(), "nothing changed"
+
+    Job.objects.filter(pk=a.pk).update(config={"mode": "fast", "lines": 4})  # no signal, no notification
+    b = probe_job(bob, plugin)
+    diff = table.full()
+    assert sorted(s.id for s in diff.upserted) == sorted([a.pk, b.pk])
+
+    Plugin.objects.filter(pk=plugin.pk).update(code_version=2)
+    assert table.full().reloaded == {plugin.package: 2}
+
+    Job.objects.filter(pk=a.pk).update(active=False)
+    b_id = b.pk
+    b.delete()
+    diff = table.partial(job_ids=[a.pk, b_id])
+    assert sorted(diff.removed) == sorted([a.pk, b_id]) and diff.deleted == [b_id]
