@@ -6,7 +6,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobscheduler.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+from django.core.asgi import get_asgi_application
 
 # Django must be set up before anything imports models (consumers do).
 django_asgi_app = get_asgi_application()
@@ -17,7 +17,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 websocket_urlpatterns: list = []
 try:
-    from scheduler_app.routing import websocket_urlpatterns  # noqa: F811
+    from scheduler_app.routing import websocket_urlpatterns
 except ImportError:  # until the consumers land
     pass
 

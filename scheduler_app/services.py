@@ -200,7 +200,8 @@ def update_plugin(plugin: Plugin) -> Plugin:
 
 def set_plugins_enabled(plugins: Iterable[Plugin], enabled: bool) -> int:
     ids = [p.pk for p in plugins]
-    count = Plugin.objects.filter(pk__in=ids).exclude(enabled=enabled).update(enabled=enabled, updated_at=timezone.now())
+    changing = Plugin.objects.filter(pk__in=ids).exclude(enabled=enabled)
+    count = changing.update(enabled=enabled, updated_at=timezone.now())
     notify.jobs_changed(plugin_ids=ids)
     return count
 

@@ -52,7 +52,7 @@ class ManagedProcess:
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str]) -> None:
         self.args = args
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115
+        self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
