@@ -27,8 +27,11 @@ def _send(message: dict[str, Any]) -> None:
     try:
         async_to_sync(layer.group_send)(CONTROL_GROUP, message)
     except Exception as exc:  # Redis down, layer full: the periodic reconcile catches up
-        log.warning("could not notify schedulers (%s: %s); they will pick the change up on their next reconcile",
-                    type(exc).__name__, exc)
+        log.warning(
+            "could not notify schedulers (%s: %s); they will pick the change up on their next reconcile",
+            type(exc).__name__,
+            exc,
+        )
 
 
 def send_after_commit(message: dict[str, Any]) -> None:
