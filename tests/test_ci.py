@@ -53,3 +53,45 @@ def test_a_test_run_that_selects_nothing_fails_with_a_summary():
 def test_dev_sh_explains_its_usage():
     result = dev_sh("bogus")
     assert result.returncode == 2 and "usage: ./dev.sh run" in result.stderr
+
+
+def test_the_run_command_serves_the_login_page_and_the_admin_with_the_demo_data(tmp_path):
+    import signal
+    import sqlite3
+    import urllib.request
+
+    from tests.processes import free_port, wait_for_port
+
+    port = free_port()
+    drop = {"DB_CONNECTION", "DJANGO_SETTINGS_MODULE", "TEST_DB_SUFFIX", "REDIS_URL", "DEBUG", "SECRET_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["DB_CONNECTION"] = f"sqlite:///{tmp_path / 'jobs.db'}"  # not the developer's jobs.db
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            ["./dev.sh", "run", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_for_port(port, timeout=120)
+        base = f"http://127.0.0.1:{port}"
+        login = urllib.request.urlopen(f"{base}/accounts/login/", timeout=10)
+        assert login.status == 200 and b"<form" in login.read()
+        admin_login = urllib.request.urlopen(f"{base}/admin/", timeout=10)  # redirected to the admin's login
+        assert admin_login.status == 200 and "/admin/login/" in admin_login.url
+        output = log.read_text()
+        assert "loading the demo data" in output and "Installed 18 object(s)" in output
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"./dev.sh run did not stop on SIGINT:\n{log.read_text()}") from None
+    assert code == 0, log.read_text()
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        assert db.execute("select count(*) from auth_user").fetchone()[0] == 3
