@@ -90,7 +90,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
+                # blocking BZPOPMIN: idle websockets then crash every ~5 s (django/channels_redis#422).
+                # A longer timeout keeps idle reads alive and still notices a dead server.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
                 "capacity": 5000,
                 "expiry": 30,
                 # several deployments (or test runs) can share one Redis under different prefixes

@@ -69,6 +69,10 @@ def test_lines_from_a_separate_scheduler_reach_the_browser_through_redis(tmp_pat
                 assert hello["type"] == "hello" and hello["jobs"] == {str(job.pk): "across"}
                 replay = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert replay == {"type": "lines", "lines": [], "replay": True}
+                # Idle longer than redis-py's default 5 s read timeout: the socket must survive it
+                # (channels_redis's blocking read used to time out and crash the consumer).
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 7)
                 await asyncio.to_thread(lambda: services.run_now(Job.objects.get(pk=job.pk)))
                 return await receive_until(ws, lambda ls: any(x["message"] == "done" for x in ls), timeout=30)
 
