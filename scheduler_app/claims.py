@@ -4,7 +4,8 @@ Scheduled slots: every node inserts a ``running`` ``JobRun`` for each due (job, 
 multi-row ``INSERT .. ON CONFLICT (job_id, slot) DO NOTHING RETURNING id, job_id``; the
 unique constraint decides, and the returned rows are exactly the claims this node won (one
 statement per batch, on SQLite >= 3.35 and PostgreSQL alike). A job with a run still
-``running`` anywhere is left out, so a job never overlaps itself across nodes either.
+``running`` on another node is left out, so a job never overlaps itself across nodes either
+(the engine skips the jobs it runs itself before asking).
 
 Manual runs ("run now"): the service layer inserts a ``queued`` run; a node claims it with a
 conditional update (``status=queued`` -> ``running``); a count of 0 means another node won.
@@ -52,8 +53,11 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
     table = ops.quote_name(JobRun._meta.db_table)
     now_db = ops.adapt_datetimefield_value(now)
     with transaction.atomic():
+        # This node knows its own running jobs (and may not have flushed the finish of one that
+        # just ended); the database tells about the other nodes'.
         busy = set(
             JobRun.objects.filter(status=JobRun.Status.RUNNING, job_id__in=[c.job_id for c in claims])
+            .exclude(node=node)
             .values_list("job_id", flat=True)
             .order_by()
         )

@@ -6,8 +6,8 @@ The event loop never touches the ORM. It hands the writer two kinds of work:
   flush, at most ``flush_interval`` apart. Lines are inserted with one multi-row
   ``INSERT .. RETURNING id`` so they can be published with their ids afterwards.
 - calls (claims, heartbeats, retention batches): functions run in this thread, in order,
-  after the pending records are flushed (so a claim sees the runs this node just finished),
-  with their result handed back through a ``concurrent.futures.Future``.
+  before the pending records are flushed (a claim must not wait behind a large flush), with
+  their result handed back through a ``concurrent.futures.Future``.
 
 Why one thread: on SQLite, two writer threads of one process would queue on the busy
 timeout (sleeps of up to 100 ms); one thread keeps writes back to back. On PostgreSQL it
@@ -58,6 +58,7 @@ class RunFinish:
 
     run_id: int
     status: str
+    started_at: datetime
     finished_at: datetime
     error: str
     traceback: str
@@ -147,8 +148,9 @@ class Writer:
             while True:
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
-                flushed = self._flush()
+                # Calls first: a claim waiting behind a big flush is start lag for every run in it.
                 self._run_calls()
+                flushed = self._flush()
                 if self._stopping:
                     if self.pending() == 0 and not self._calls:
                         break
@@ -310,11 +312,12 @@ def _update_runs(batch: Batch) -> None:
     with connection.cursor() as cursor:
         if batch.finishes:
             cursor.executemany(
-                f"UPDATE {table} SET status = %s, finished_at = %s, error = %s, traceback = %s, log_count = %s "
-                "WHERE id = %s",
+                f"UPDATE {table} SET status = %s, started_at = %s, finished_at = %s, error = %s, traceback = %s, "
+                "log_count = %s WHERE id = %s",
                 [
                     (
                         f.status,
+                        ops.adapt_datetimefield_value(f.started_at),
                         ops.adapt_datetimefield_value(f.finished_at),
                         f.error,
                         f.traceback,

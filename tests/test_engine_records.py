@@ -64,7 +64,7 @@ def test_the_writer_stores_lines_with_ids_and_finishes_runs(alice):
     run = services.run_now(job)
     now = datetime.now(UTC)
     lines = [PendingLine(run.pk, seq, now, 20, f"line {seq}") for seq in (1, 2, 3)]
-    finish = RunFinish(run.pk, JobRun.Status.SUCCEEDED, now, "", "", 3)
+    finish = RunFinish(run.pk, JobRun.Status.SUCCEEDED, now, now, "", "", 3)
 
     write_batch(Batch(lines, [finish]))
     stored = list(LogLine.objects.filter(run=run).order_by("seq"))
@@ -98,7 +98,7 @@ def test_the_writer_thread_flushes_everything_on_stop(alice):
     now = datetime.now(UTC)
     for seq in range(1, 1201):
         writer.add_line(PendingLine(run.pk, seq, now, 20, f"line {seq}"))
-    writer.finish_run(RunFinish(run.pk, JobRun.Status.FAILED, now, "boom", "tb", 1200))
+    writer.finish_run(RunFinish(run.pk, JobRun.Status.FAILED, now, now, "boom", "tb", 1200))
     assert writer.call(lambda: JobRun.objects.count()).result(10) == 1
     assert writer.stop(10)
     assert LogLine.objects.filter(run=run).count() == 1200

@@ -1,0 +1,284 @@
+"""Engine benchmark: runscheduler against bare APScheduler, on this machine.
+
+Measures, in one run:
+- sustained recorded runs/s and slot-to-start lag (p50/p99) of a real ``manage.py runscheduler``
+  process at 1,000 and 10,000 active jobs (every 5 s), then at higher rates to find where it
+  saturates (p99 lag > 100 ms or runs falling behind);
+- start-up time and memory (RSS) of ``runscheduler`` at 10,000 and 100,000 active jobs;
+- the same dispatch loads on bare APScheduler 3 (``AsyncIOScheduler``, in-memory job store, one
+  job per Job, a trivial coroutine, nothing recorded) as the reference.
+
+Usage (SQLite by default; a fresh database file under /tmp/jobscheduler-bench):
+
+    .venv/bin/python bench/engine_bench.py                 # everything (~6 minutes)
+    .venv/bin/python bench/engine_bench.py --only dispatch --jobs 10000 --interval 5 --seconds 20
+    DB_CONNECTION=postgres://postgres@127.0.0.1:5432/jobscheduler_bench .venv/bin/python bench/engine_bench.py
+
+A run's lag is ``JobRun.started_at - JobRun.slot`` as recorded (it includes the tick, the
+claim's round trip to the database and the task start). Runs/s counts runs that finished and
+were recorded with their log line, within the measuring window (after a warm-up of one
+interval, so the catch-up after start-up is not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path("/tmp/jobscheduler-bench")
+PACKAGE = "bench_probe@v1_0_0.plugin.Plugin"
+
+
+def django_env(db_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="jobscheduler.settings",
+        DB_CONNECTION=db_url,
+        DEBUG="true",
+        MODULE_PATH=str(ROOT / "bench" / "plugins"),
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+        # retention would delete and the reconcile would re-read 100,000 jobs: keep them out of the way
+        SCHEDULER_RECONCILE_SECONDS="5",
+    )
+    env.pop("REDIS_URL", None)
+    return env
+
+
+def setup_django(db_url: str) -> None:
+    os.environ.update(django_env(db_url))
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def prepare(db_url: str, jobs: int, interval: int) -> None:
+    """A database with ``jobs`` active jobs of the bench plugin (one user each)."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+
+    from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
+
+    if connection.vendor == "sqlite":
+        connection.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(connection.settings_dict["NAME"] + suffix).unlink(missing_ok=True)
+    call_command("migrate", verbosity=0)
+    LogLine.objects.all().delete()
+    JobRun.objects.all().delete()
+    SchedulerNode.objects.all().delete()
+    Job.objects.all().delete()
+    Plugin.objects.all().delete()
+    User = get_user_model()
+    have = User.objects.filter(username__startswith="bench").count()
+    if have < jobs:
+        User.objects.bulk_create([User(username=f"bench{i}", password="!") for i in range(have, jobs)], batch_size=5000)
+    plugin = Plugin.objects.create(name="bench", package=PACKAGE, interval=interval, timeout=60)
+    users = list(User.objects.filter(username__startswith="bench").order_by("id").values_list("id", flat=True)[:jobs])
+    Job.objects.bulk_create([Job(user_id=u, plugin=plugin, config={}, active=True) for u in users], batch_size=5000)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_scheduler(db_url: str, log_path: Path) -> tuple[subprocess.Popen, float, float]:
+    """Start runscheduler; return (process, seconds until it reported started, engine's own load time)."""
+    log = open(log_path, "wb")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runscheduler", "--node-name", "bench"],
+        cwd=ROOT,
+        env=django_env(db_url),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    while True:
+        text = log_path.read_text(errors="replace")
+        if "started in" in text:
+            wall = time.monotonic() - t0
+            own = float(text.split("started in", 1)[1].split("s:", 1)[0])
+            return proc, wall, own
+        if proc.poll() is not None or time.monotonic() - t0 > 300:
+            raise RuntimeError(f"runscheduler did not start:\n{text}")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def measure_scheduler(db_url: str, jobs: int, interval: int, seconds: float) -> dict:
+    from django.db import connection
+
+    from scheduler_app.models import JobRun, LogLine
+
+    prepare(db_url, jobs, interval)
+    connection.close()
+    proc, wall, _own = start_scheduler(db_url, BENCH_DIR / f"dispatch-{jobs}-{interval}.log")
+    started = time.time()
+    window_start = started + interval + 1  # after the first interval: the start-up catch-up is over
+    time.sleep(interval + 1 + seconds)
+    window_end = time.time()
+    rss = rss_mb(proc.pid)
+    cpu = _cpu_seconds(proc.pid)
+    time.sleep(1.5)  # let the last runs of the window be written
+    stop(proc)
+    from datetime import UTC, datetime
+
+    lo, hi = datetime.fromtimestamp(window_start, UTC), datetime.fromtimestamp(window_end, UTC)
+    rows = list(
+        JobRun.objects.filter(slot__gte=lo, slot__lt=hi).values_list("slot", "started_at", "status", "log_count")
+    )
+    recorded = [r for r in rows if r[2] == "succeeded" and r[3] == 1]
+    lags = [(r[1] - r[0]).total_seconds() * 1000 for r in recorded]
+    expected = jobs * (window_end - window_start) / interval
+    lines = LogLine.objects.filter(run__slot__gte=lo, run__slot__lt=hi).count()
+    return {
+        "jobs": jobs,
+        "interval": interval,
+        "offered_per_s": round(jobs / interval),
+        "recorded_per_s": round(len(recorded) / (window_end - window_start)),
+        "recorded_share": round(len(recorded) / expected, 4) if expected else None,
+        "log_lines": lines,
+        "runs": len(rows),
+        "lag_p50_ms": round(percentile(lags, 0.50), 1),
+        "lag_p99_ms": round(percentile(lags, 0.99), 1),
+        "lag_max_ms": round(max(lags), 1) if lags else None,
+        "startup_wall_s": round(wall, 2),
+        "rss_mb": round(rss),
+        "cpu_s_per_s": round(cpu / (time.time() - started), 2),
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def measure_startup(db_url: str, jobs: int) -> dict:
+    from django.db import connection
+
+    prepare(db_url, jobs, 3600)  # hourly: loading is measured, not running
+    connection.close()
+    proc, wall, own = start_scheduler(db_url, BENCH_DIR / f"startup-{jobs}.log")
+    time.sleep(2)
+    rss = rss_mb(proc.pid)
+    stop(proc)
+    return {"jobs": jobs, "startup_wall_s": round(wall, 2), "engine_load_s": own, "rss_mb": round(rss)}
+
+
+# --- bare APScheduler reference ------------------------------------------------------------
+
+
+def apscheduler_reference(jobs: int, interval: int, seconds: float) -> dict:
+    """One APScheduler job per Job, spread like our slots, trivial coroutine, nothing recorded."""
+    code = f"""
+import asyncio, json, resource, time
+from datetime import datetime, timedelta, timezone
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+JOBS, INTERVAL, SECONDS = {jobs}, {interval}, {seconds}
+lags = []
+window = [0.0, 0.0]
+
+async def trivial(due_ts):
+    pass
+
+async def main():
+    sched = AsyncIOScheduler(job_defaults={{"misfire_grace_time": None, "coalesce": True, "max_instances": 1}})
+    t0 = time.monotonic()
+    start = datetime.now(timezone.utc) + timedelta(seconds=2)
+    def listener(event):
+        now = datetime.now(timezone.utc)
+        if window[0] <= now.timestamp() < window[1]:
+            lags.append((now - event.scheduled_run_time).total_seconds() * 1000)
+    from apscheduler.events import EVENT_JOB_SUBMITTED
+    sched.add_listener(listener, EVENT_JOB_SUBMITTED)
+    for i in range(JOBS):
+        offset = (i * 2654435761) % (INTERVAL * 1000) / 1000
+        sched.add_job(trivial, IntervalTrigger(seconds=INTERVAL, start_date=start + timedelta(seconds=offset)),
+                      args=[0], id=str(i))
+    add_s = time.monotonic() - t0
+    sched.start()
+    window[0] = time.time() + 2 + INTERVAL
+    window[1] = window[0] + SECONDS
+    cpu0 = time.process_time()
+    await asyncio.sleep(2 + INTERVAL + SECONDS + 0.5)
+    cpu = time.process_time() - cpu0
+    sched.shutdown(wait=False)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lags.sort()
+    p = lambda q: round(lags[min(len(lags) - 1, int(q * len(lags)))], 1) if lags else None
+    print(json.dumps({{"jobs": JOBS, "interval": INTERVAL, "offered_per_s": round(JOBS / INTERVAL),
+        "dispatched_per_s": round(len(lags) / SECONDS), "lag_p50_ms": p(0.5), "lag_p99_ms": p(0.99),
+        "add_jobs_s": round(add_s, 2), "rss_mb": round(rss), "cpu_s_per_s": round(cpu / (2 + INTERVAL + SECONDS), 2)}}))
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["dispatch", "startup", "apscheduler", "all"], default="all")
+    parser.add_argument("--jobs", type=int, nargs="*", help="job counts (default per scenario)")
+    parser.add_argument("--interval", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=15, help="measuring window per scenario")
+    args = parser.parse_args()
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    db_url = os.environ.get("DB_CONNECTION") or f"sqlite:///{BENCH_DIR / 'bench.db'}"
+    setup_django(db_url)
+    results: dict[str, list] = {"dispatch": [], "startup": [], "apscheduler": []}
+    loads = [(j, args.interval) for j in (args.jobs or [1000, 10000])]
+    if args.only == "all":
+        loads += [(10000, 2), (10000, 1)]  # 5,000 and 10,000 offered runs/s: where does it saturate?
+    if args.only in ("dispatch", "all"):
+        for jobs, interval in loads:
+            res = measure_scheduler(db_url, jobs, interval, args.seconds)
+            results["dispatch"].append(res)
+            print("runscheduler", json.dumps(res), flush=True)
+    if args.only in ("startup", "all"):
+        for jobs in args.jobs or [10000, 100000]:
+            res = measure_startup(db_url, jobs)
+            results["startup"].append(res)
+            print("startup", json.dumps(res), flush=True)
+    if args.only in ("apscheduler", "all"):
+        ref_loads = loads + ([(20000, 1), (100000, 3600)] if args.only == "all" else [])
+        for jobs, interval in ref_loads:
+            res = apscheduler_reference(jobs, interval, min(args.seconds, 10) if interval < 3600 else 1)
+            results["apscheduler"].append(res)
+            print("apscheduler", json.dumps(res), flush=True)
+    (BENCH_DIR / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"results in {BENCH_DIR / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
