@@ -135,7 +135,7 @@ def _render_plugin_page(
     try:
         for job in jobs:
             job.form = bound.get(job.pk) or _job_form(plugin, job, readonly)
-        if new_form is None and not readonly:
+        if new_form is None and not readonly and plugin.enabled:
             new_form = _new_form(plugin)
     except PluginLoadError as exc:  # broken plugin code: show the jobs, say why they cannot be edited
         load_error = str(exc)

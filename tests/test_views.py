@@ -269,3 +269,12 @@ def test_a_disabled_plugin_without_jobs_is_not_found(client):
     )
     assert client.get(f"/plugins/{plugin.pk}/").status_code == 404
     assert client.post(f"/plugins/{plugin.pk}/jobs/new/", {"new-config": "{}"}).status_code == 404
+
+
+def test_a_disabled_plugin_with_jobs_shows_them_but_offers_no_new_configuration(client, job, sample_plugin):
+    sample_plugin.enabled = False
+    sample_plugin.save()
+    body = client.get(f"/plugins/{sample_plugin.pk}/").content.decode()
+    assert "greeter" in body and "disabled this plugin" in body
+    assert f"/plugins/{sample_plugin.pk}/jobs/new/" not in body
+    assert "not scheduled" in body
