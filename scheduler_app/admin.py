@@ -95,7 +95,7 @@ class PluginAdmin(admin.ModelAdmin):
     list_display_links = ["display_name", "package"]
     list_filter = ["enabled"]
     search_fields = ["name", "package", "description"]
-    readonly_fields = ["code_version", "created_at", "updated_at"]
+    readonly_fields = ["load_status", "code_version", "created_at", "updated_at"]
     actions = ["enable_plugins", "disable_plugins", "reload_code"]
     change_list_template = "admin/scheduler_app/plugin/change_list.html"
 
@@ -113,6 +113,16 @@ class PluginAdmin(admin.ModelAdmin):
     @admin.display(description="name", ordering="name")
     def display_name(self, obj: Plugin) -> str:
         return obj.display_name
+
+    @admin.display(description="code")
+    def load_status(self, obj: Plugin) -> str:
+        # The files may have changed since the plugin was registered: say whether they load now.
+        if not obj.pk:
+            return "-"
+        error = package_load_error(obj.package)
+        if error:
+            return format_html('<span class="errornote" style="display:block">does not load: {}</span>', error)
+        return "loads"
 
     @admin.display(description="jobs (active)", ordering="job_total")
     def job_count(self, obj: Plugin) -> str:
@@ -246,13 +256,32 @@ class ChoosePluginForm(forms.Form):
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     form = JobAdminForm
-    list_display = ["__str__", "user", "plugin", "description", "active", "updated_at"]
+    list_display = ["__str__", "user", "plugin", "description", "active", "last_run", "updated_at"]
     list_filter = [("user", admin.RelatedOnlyFieldListFilter), "plugin", "active"]
     list_select_related = ["user", "plugin"]
     search_fields = ["description", "user__username", "plugin__name", "plugin__package"]
     autocomplete_fields = ["user"]
     readonly_fields = ["plugin_link", "created_at", "updated_at", "recent_runs"]
     actions = ["activate_jobs", "deactivate_jobs", "run_jobs_now"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        # The latest run of each job in the same query (run_job_slot_idx serves the subquery).
+        latest = JobRun.objects.filter(job=OuterRef("pk")).order_by("-slot", "-id")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                last_run_id=Subquery(latest.values("id")[:1]), last_run_status=Subquery(latest.values("status")[:1])
+            )
+        )
+
+    @admin.display(description="last run")
+    def last_run(self, obj: Job) -> str:
+        run_id = getattr(obj, "last_run_id", None)
+        if run_id is None:
+            return "-"
+        url = reverse("admin:scheduler_app_jobrun_change", args=[run_id])
+        return format_html('<a href="{}">{}</a>', url, JobRun.Status(obj.last_run_status).label)  # type: ignore[attr-defined]
 
     # -- the form: plugin first, then its schema form
 

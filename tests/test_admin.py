@@ -316,3 +316,23 @@ def test_nodes_show_alive_dead_and_running_runs(operator, finished_run):
     assert operator.get(url, {"alive": "yes"}).context["cl"].result_count == 1
     assert operator.get(url, {"alive": "no"}).context["cl"].result_count == 1
     assert operator.get(reverse("admin:scheduler_app_schedulernode_add")).status_code == 403
+
+
+def test_the_plugin_form_says_whether_the_code_loads_now(operator, sample_plugin):
+    good = operator.get(reverse("admin:scheduler_app_plugin_change", args=[sample_plugin.pk]))
+    assert good.status_code == 200 and "loads" in good.text and "does not load" not in good.text
+    broken = Plugin.objects.create(name="Broken", package=BROKEN, interval=10)
+    page = operator.get(reverse("admin:scheduler_app_plugin_change", args=[broken.pk]))
+    assert page.status_code == 200 and "does not load" in page.text and "module not found" in page.text
+
+
+def test_the_job_list_links_each_job_to_its_latest_run(operator, finished_run, django_assert_max_num_queries):
+    later = JobRun.objects.create(
+        job=finished_run.job, slot=finished_run.slot + timedelta(seconds=10), status=JobRun.Status.TIMED_OUT
+    )
+    url = reverse("admin:scheduler_app_job_changelist")
+    operator.get(url)
+    with django_assert_max_num_queries(10):
+        response = operator.get(url)
+    link = reverse("admin:scheduler_app_jobrun_change", args=[later.pk])
+    assert f'<a href="{link}">timed out</a>' in response.text
