@@ -183,6 +183,14 @@ SCHEDULER: dict[str, Any] = {
     "NODE_NAME": env_str("SCHEDULER_NODE_NAME"),
 }
 
+# A node is declared dead after LOST_AFTER seconds without a heartbeat: with less than two
+# heartbeats in that window, one late heartbeat would mark a live node's runs lost.
+if SCHEDULER["LOST_AFTER_SECONDS"] < 2 * SCHEDULER["HEARTBEAT_SECONDS"]:
+    raise ImproperlyConfigured(
+        f"SCHEDULER_LOST_AFTER_SECONDS={SCHEDULER['LOST_AFTER_SECONDS']:g}: expected at least twice "
+        f"SCHEDULER_HEARTBEAT_SECONDS ({SCHEDULER['HEARTBEAT_SECONDS']:g} s)"
+    )
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(

@@ -81,6 +81,10 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
     for case, (var, value, _) in MALFORMED.items():
         jobs[case] = (["check"], {**base_env(tmp), var: value})
     jobs["valid"] = (["check"], base_env(tmp))
+    jobs["lost-after-too-short"] = (
+        ["check"],
+        {**base_env(tmp), "SCHEDULER_HEARTBEAT_SECONDS": "10", "SCHEDULER_LOST_AFTER_SECONDS": "15"},
+    )
     jobs["debug-without-secret"] = (["check"], {**base_env(tmp), "DEBUG": "true", "SECRET_KEY": ""})
     # Nothing listens on a freshly freed port: the connection is refused.
     pg_down = f"postgres://jobs:hunter2@127.0.0.1:{free_port()}/jobscheduler"
@@ -111,6 +115,12 @@ def test_a_malformed_variable_stops_start_up_with_one_line_naming_it(outcomes, c
     line = assert_one_clear_line(outcome, "configuration error:", var, expected)
     if value:
         assert value.split(",")[-1] in line
+
+
+def test_a_node_cannot_be_declared_dead_faster_than_two_heartbeats(outcomes):
+    outcome = outcomes["lost-after-too-short"]
+    assert outcome.returncode == 2, outcome
+    assert_one_clear_line(outcome, "SCHEDULER_LOST_AFTER_SECONDS=15", "twice SCHEDULER_HEARTBEAT_SECONDS (10 s)")
 
 
 def test_a_valid_environment_passes_the_check(outcomes):
