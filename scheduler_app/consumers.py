@@ -16,7 +16,9 @@ Query parameters: ``after=<LogLine id>`` resumes after the last line seen;
 
 from __future__ import annotations
 
+import json
 import time
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -44,6 +46,23 @@ def _int_param(query: dict[str, list[str]], name: str) -> int | None:
     except ValueError:
         return None
     return value if value >= 0 else None
+
+
+# Every browser watching a stream gets the same batch: encode it once per process, not once
+# per socket (20 sockets on one stream made JSON encoding the web process's biggest cost).
+_ENCODED: OrderedDict[tuple[str, int, int, int], str] = OrderedDict()
+_ENCODED_MAX = 256
+
+
+def _encoded_live(group: str, lines: list[dict[str, Any]]) -> str:
+    key = (group, lines[0]["id"], lines[-1]["id"], len(lines))
+    text = _ENCODED.get(key)
+    if text is None:
+        text = json.dumps({"type": "lines", "lines": lines, "replay": False})
+        _ENCODED[key] = text
+        if len(_ENCODED) > _ENCODED_MAX:
+            _ENCODED.popitem(last=False)
+    return text
 
 
 @database_sync_to_async
@@ -112,7 +131,11 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
                 self.replayed = set()
         if self.run_filter is not None:
             lines = [line for line in lines if line["run"] == self.run_filter]
-        if lines:
+        if not lines:
+            return
+        if len(lines) == len(event.get("lines", ())):
+            await self.send(text_data=_encoded_live(self.group or "", lines))
+        else:
             await self.send_json({"type": "lines", "lines": lines, "replay": False})
 
     async def run_status(self, event: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ the widget's ``error_map`` so each message shows under the input it is about.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -46,7 +46,7 @@ class JobForm(forms.Form):
 
     def add_config_errors(self, exc: ConfigValidationError) -> None:
         """Show errors the service layer found (normally the field already caught them)."""
-        field = self.fields["config"]
+        field = cast(ConfigField, self.fields["config"])
         field.widget.add_error(jsonform_schema.error_map(field.schema, [(e.loc, e.message) for e in exc.errors]))
         self.add_error("config", "Please correct the errors below.")
 

@@ -40,20 +40,51 @@ def _with_last_run(jobs: Any) -> Any:
     return jobs.annotate(last_run_id=Subquery(newest))
 
 
-def _attach_last_runs(jobs: list[Job]) -> None:
-    ids = [j.last_run_id for j in jobs if j.last_run_id]
-    runs = JobRun.objects.defer("traceback").in_bulk(ids) if ids else {}
-    for job in jobs:
-        job.last_run = runs.get(job.last_run_id)
+@dataclass
+class JobRow:
+    """A job as a page shows it: with its last and next run (and, added by the view, its form)."""
+
+    job: Job
+    last_run: JobRun | None = None
+    next_run: datetime | None = None
+    form: Any = None
+    history_url: str = ""
+    last_run_url: str = ""
+
+    # what templates read from the job itself
+    @property
+    def pk(self) -> int:
+        return self.job.pk
+
+    @property
+    def description(self) -> str:
+        return self.job.description
+
+    @property
+    def active(self) -> bool:
+        return self.job.active
+
+
+def _rows(jobs: list[Job], plugins: dict[int, Plugin]) -> list[JobRow]:
+    ids = [getattr(j, "last_run_id", None) for j in jobs]
+    runs = JobRun.objects.defer("traceback").in_bulk([i for i in ids if i]) if any(ids) else {}
+    now = timezone.now()
+    rows = []
+    for job, run_id in zip(jobs, ids, strict=True):
+        plugin = plugins[job.plugin_id]
+        job.plugin = plugin  # avoid one query per job for job.plugin
+        rows.append(JobRow(job, runs.get(run_id) if run_id else None, next_run_at(job, plugin, now)))
+    return rows
 
 
 @dataclass
 class PluginRow:
     plugin: Plugin
-    jobs: list[Job] = field(default_factory=list)
+    jobs: list[JobRow] = field(default_factory=list)
+    url: str = ""
 
     @property
-    def active_job(self) -> Job | None:
+    def active_job(self) -> JobRow | None:
         return next((j for j in self.jobs if j.active), None)
 
 
@@ -63,25 +94,15 @@ def dashboard(user: Any) -> list[PluginRow]:
     jobs = list(
         _with_last_run(Job.objects.filter(user=user, plugin__enabled=True)).order_by("plugin_id", "-active", "id")
     )
-    _attach_last_runs(jobs)
-    now = timezone.now()
-    for job in jobs:
-        row = rows[job.plugin_id]
-        job.plugin = row.plugin  # avoid one query per job for job.plugin
-        job.next_run = next_run_at(job, row.plugin, now)
-        row.jobs.append(job)
+    for job_row in _rows(jobs, {pk: row.plugin for pk, row in rows.items()}):
+        rows[job_row.job.plugin_id].jobs.append(job_row)
     return list(rows.values())
 
 
-def plugin_jobs(user: Any, plugin: Plugin) -> list[Job]:
+def plugin_jobs(user: Any, plugin: Plugin) -> list[JobRow]:
     """``user``'s jobs of ``plugin``, active first, each with its last and next run (2 queries)."""
     jobs = list(_with_last_run(Job.objects.filter(user=user, plugin=plugin)).order_by("-active", "id"))
-    _attach_last_runs(jobs)
-    now = timezone.now()
-    for job in jobs:
-        job.plugin = plugin
-        job.next_run = next_run_at(job, plugin, now)
-    return jobs
+    return _rows(jobs, {plugin.pk: plugin})
 
 
 @dataclass

@@ -47,15 +47,20 @@ def _subject(request: HttpRequest, user_id: int | None = None) -> Any:
     return get_object_or_404(User, pk=user_id)
 
 
+def _uid(request: HttpRequest) -> int:
+    """The requester's id (every view here requires login)."""
+    return int(request.user.pk or 0)
+
+
 def _own_job(request: HttpRequest, job_id: int) -> Job:
     """A job the requester may change: their own, whoever they are."""
-    return get_object_or_404(Job.objects.select_related("plugin"), pk=job_id, user=request.user)
+    return get_object_or_404(Job.objects.select_related("plugin"), pk=job_id, user_id=_uid(request))
 
 
 def _visible_job(request: HttpRequest, job_id: int) -> Job:
     jobs = Job.objects.select_related("plugin", "user")
     if not request.user.is_staff:
-        jobs = jobs.filter(user=request.user)
+        jobs = jobs.filter(user_id=_uid(request))
     return get_object_or_404(jobs, pk=job_id)
 
 
@@ -78,11 +83,11 @@ def _fast_url(name: str, pk: int) -> str:
 _URL_PATTERNS: dict[str, str] = {}
 
 
-def _add_urls(jobs: list[Job]) -> None:
-    for job in jobs:
-        job.history_url = _fast_url("job_runs", job.pk)
-        if job.last_run is not None:
-            job.last_run.url = _fast_url("run", job.last_run.pk)
+def _add_urls(rows: list[selectors.JobRow]) -> None:
+    for row in rows:
+        row.history_url = _fast_url("job_runs", row.pk)
+        if row.last_run is not None:
+            row.last_run_url = _fast_url("run", row.last_run.pk)
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -133,16 +138,16 @@ def _render_plugin_page(
     _add_urls(jobs)
     load_error = None
     try:
-        for job in jobs:
-            job.form = bound.get(job.pk) or _job_form(plugin, job, readonly)
+        for row in jobs:
+            row.form = bound.get(row.pk) or _job_form(plugin, row.job, readonly)
         if new_form is None and not readonly and plugin.enabled:
             new_form = _new_form(plugin)
     except PluginLoadError as exc:  # broken plugin code: show the jobs, say why they cannot be edited
         load_error = str(exc)
-        for job in jobs:
-            job.form = None
+        for row in jobs:
+            row.form = None
         new_form = None
-    media = next((j.form.media for j in jobs if j.form), None) or (new_form.media if new_form else None)
+    media = next((r.form.media for r in jobs if r.form), None) or (new_form.media if new_form else None)
     return render(
         request,
         "scheduler_app/plugin.html",
@@ -188,7 +193,7 @@ def job_runs(request: HttpRequest, job_id: int) -> HttpResponse:
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     runs = JobRun.objects.select_related("job__plugin", "job__user")
     if not request.user.is_staff:
-        runs = runs.filter(job__user=request.user)
+        runs = runs.filter(job__user_id=_uid(request))
     run = get_object_or_404(runs, pk=run_id)
     lines, truncated = selectors.run_lines(run)
     return render(
@@ -266,7 +271,7 @@ def job_clone(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_POST
 def job_activate(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _own_job(request, job_id)
-    previous = Job.objects.filter(user=request.user, plugin=job.plugin, active=True).exclude(pk=job.pk).first()
+    previous = Job.objects.filter(user_id=_uid(request), plugin=job.plugin, active=True).exclude(pk=job.pk).first()
     try:
         services.activate_job(job)
     except JobRuleError as exc:
