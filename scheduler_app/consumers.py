@@ -65,6 +65,20 @@ def _encoded_live(group: str, lines: list[dict[str, Any]]) -> str:
     return text
 
 
+def _layer_notice(layer: Any) -> str:
+    """Why live lines cannot arrive, if the configuration makes that certain; else ``""``."""
+    from channels.layers import InMemoryChannelLayer
+    from django.conf import settings
+
+    if isinstance(layer, InMemoryChannelLayer) and not settings.SCHEDULER["EMBEDDED"]:
+        # The scheduler runs in another process and the in-memory layer never leaves this one.
+        return (
+            "This web server has no shared channel layer (REDIS_URL is not set) and no embedded "
+            "scheduler: stored lines are shown, new ones only after a reload."
+        )
+    return ""
+
+
 @database_sync_to_async
 def _plugin_exists(plugin_id: int) -> bool:
     return Plugin.objects.filter(pk=plugin_id).exists()
@@ -107,7 +121,11 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         context, lines = await _backlog(plugin_id, user_id, after, self.run_filter)
         self.replayed = {line["id"] for line in lines[-_DEDUP_WINDOW:]}
         self.dedupe_until = time.monotonic() + _DEDUP_SECONDS
-        await self.send_json({"type": "hello", "jobs": context["jobs"], "runs": context["runs"]})
+        hello = {"type": "hello", "jobs": context["jobs"], "runs": context["runs"]}
+        notice = _layer_notice(self.channel_layer)
+        if notice:
+            hello["notice"] = notice
+        await self.send_json(hello)
         await self.send_json({"type": "lines", "lines": lines, "replay": True})
 
     async def _refuse(self, code: int) -> None:

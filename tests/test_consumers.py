@@ -223,3 +223,22 @@ async def test_a_fresh_view_replays_only_the_newest_lines(stream, monkeypatch):
         assert [line["message"] for line in replay["lines"]] == ["line 4", "line 5"]
     finally:
         await comm.disconnect()
+
+
+async def test_the_view_is_told_when_live_lines_cannot_arrive(stream, settings):
+    # In-memory layer and no embedded scheduler: the scheduler's lines can never reach this process.
+    settings.SCHEDULER = {**settings.SCHEDULER, "EMBEDDED": False}
+    comm = await sync_to_async(communicator)(stream["path"], stream["alice"])
+    await comm.connect()
+    try:
+        hello = await comm.receive_json_from(timeout=5)
+        assert "REDIS_URL" in hello["notice"]
+    finally:
+        await comm.disconnect()
+    settings.SCHEDULER = {**settings.SCHEDULER, "EMBEDDED": True}
+    comm = await sync_to_async(communicator)(stream["path"], stream["alice"])
+    await comm.connect()
+    try:
+        assert "notice" not in await comm.receive_json_from(timeout=5)
+    finally:
+        await comm.disconnect()

@@ -183,6 +183,10 @@
       this.jobs = msg.jobs || {};
       this.setState("live", "live");
       if (wasConnected) this.marker("reconnected; resumed after line " + this.lastId);
+      if (msg.notice && !wasConnected) {
+        this.marker(msg.notice);
+        this.setState("disconnected", "not live");
+      }
       var self = this;
       (msg.runs || []).forEach(function (run) { self.updateRun(run); });
     } else if (msg.type === "lines") {
