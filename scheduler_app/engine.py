@@ -178,7 +178,7 @@ class Engine:
         self._stopped = asyncio.Event()
         self.layer = get_channel_layer()
         self._warn_about_layer()
-        self.publisher = Publisher(self.layer, self.loop)
+        self.publisher = Publisher(None if self._nobody_can_listen() else self.layer, self.loop)
         self.publisher.start()
         self.writer = Writer(on_committed=self.publisher.on_committed)
         self.writer.start()
@@ -283,6 +283,12 @@ class Engine:
             self.writer.written_runs,
             self.writer.written_lines,
         )
+
+    def _nobody_can_listen(self) -> bool:
+        """The in-memory layer in a scheduler-only process: no browser can ever be in its groups."""
+        from channels.layers import InMemoryChannelLayer
+
+        return isinstance(self.layer, InMemoryChannelLayer) and not self.embedded
 
     def _warn_about_layer(self) -> None:
         from channels.layers import InMemoryChannelLayer

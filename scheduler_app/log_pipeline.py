@@ -48,7 +48,14 @@ class RunLogHandler(logging.Handler):
     """Turns a run's log records into numbered lines for the writer (thread-safe)."""
 
     def __init__(self, writer: Writer, run_id: int, job_id: int, group: str) -> None:
-        super().__init__(logging.DEBUG)
+        # Not Handler.__init__: it registers every handler in logging's global list under the
+        # module lock and makes an RLock, per run. emit() is thread-safe without them.
+        logging.Filterer.__init__(self)
+        self._name = None
+        self.level = logging.DEBUG
+        self.formatter = None
+        self._closed = False
+        self.lock = None
         self.writer = writer
         self.run_id = run_id
         self.job_id = job_id
@@ -111,6 +118,7 @@ class Publisher:
         self._failing = False
         self.dropped = 0
         self.sent = 0
+        self._sent_in_batch = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -167,9 +175,14 @@ class Publisher:
         self._wake.set()
 
     def publish_status(self, record: Any) -> None:
-        self.enqueue([status_message(record)])
+        if self.layer is not None:
+            self.enqueue([status_message(record)])
 
     async def _main(self) -> None:
+        from channels.layers import InMemoryChannelLayer
+
+        # The in-memory layer never blocks on a network: no timeout task per send.
+        local = isinstance(self.layer, InMemoryChannelLayer)
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -179,14 +192,18 @@ class Publisher:
                     self.dropped += len(self._queue)
                     self._queue.clear()
                     break
-                group, message = self._queue.popleft()
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), 200))]
                 try:
-                    await asyncio.wait_for(self.layer.group_send(group, message), PUBLISH_TIMEOUT)
+                    if local:
+                        await self._send(batch)
+                    else:
+                        # One timeout for the batch (a task per message would cost more than the send).
+                        await asyncio.wait_for(self._send(batch), PUBLISH_TIMEOUT + len(batch) * 0.01)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     self._paused_until = time.monotonic() + PUBLISH_PAUSE
-                    self.dropped += 1
+                    self.dropped += len(batch) - self._sent_in_batch
                     if not self._failing:
                         self._failing = True
                         log.warning(
@@ -196,12 +213,18 @@ class Publisher:
                             exc,
                         )
                 else:
-                    self.sent += 1
                     if self._failing:
                         self._failing = False
                         log.warning(
                             "publishing to the channel layer works again (%d live messages dropped)", self.dropped
                         )
+
+    async def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        self._sent_in_batch = 0
+        for group, message in batch:
+            await self.layer.group_send(group, message)
+            self._sent_in_batch += 1
+            self.sent += 1
 
 
 def status_message(record: Any) -> tuple[str, dict[str, Any]]:
