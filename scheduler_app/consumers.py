@@ -35,6 +35,9 @@ CLOSE_NOT_FOUND = 4404
 _DEDUP_WINDOW = 2000
 #: A replayed line's live copy arrives within this many seconds of the replay (publishing is immediate).
 _DEDUP_SECONDS = 30.0
+#: Runs whose last line number a socket remembers (for gap repair), and the most lines one repair fetches.
+_TRACKED_RUNS = 1000
+_GAP_MAX = 5000
 
 
 def _int_param(query: dict[str, list[str]], name: str) -> int | None:
@@ -80,6 +83,11 @@ def _layer_notice(layer: Any) -> str:
 
 
 @database_sync_to_async
+def _missing_lines(gaps: list[tuple[int, int, int]], floor: int) -> list[dict[str, Any]]:
+    return selectors.lines_between(gaps, after_id=floor, limit=_GAP_MAX)
+
+
+@database_sync_to_async
 def _plugin_exists(plugin_id: int) -> bool:
     return Plugin.objects.filter(pk=plugin_id).exists()
 
@@ -121,6 +129,11 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         context, lines = await _backlog(plugin_id, user_id, after, self.run_filter)
         self.replayed = {line["id"] for line in lines[-_DEDUP_WINDOW:]}
         self.dedupe_until = time.monotonic() + _DEDUP_SECONDS
+        # Gap repair: the highest line number sent per run, and the id below which lines are
+        # history this view deliberately does not show.
+        self.floor = after if after is not None else (lines[0]["id"] - 1 if lines else 0)
+        self.last_seq: dict[int, int] = {}
+        self._note_sent(lines)
         hello = {"type": "hello", "jobs": context["jobs"], "runs": context["runs"]}
         notice = _layer_notice(self.channel_layer)
         if notice:
@@ -151,10 +164,33 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
             lines = [line for line in lines if line["run"] == self.run_filter]
         if not lines:
             return
-        if len(lines) == len(event.get("lines", ())):
+        gaps = self._note_sent(lines)
+        if gaps:
+            # The publisher dropped a batch (Redis outage, overflow): the lines are stored, so
+            # fetch them rather than show a log with a hole in it.
+            missing = await _missing_lines(gaps, self.floor)
+            await self.send_json({"type": "lines", "lines": missing + lines, "replay": False})
+        elif len(lines) == len(event.get("lines", ())):
             await self.send(text_data=_encoded_live(self.group or "", lines))
         else:
             await self.send_json({"type": "lines", "lines": lines, "replay": False})
+
+    def _note_sent(self, lines: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+        """Record the lines as sent; return the gaps ``(run, first missing seq, next seq)`` before them."""
+        gaps = []
+        last_seq = self.last_seq
+        for line in lines:
+            run, seq = line["run"], line["seq"]
+            last = last_seq.get(run)
+            expected = 1 if last is None else last + 1
+            if seq > expected:
+                gaps.append((run, expected, seq))
+            if last is None or seq > last:
+                last_seq[run] = seq
+        if len(last_seq) > _TRACKED_RUNS:
+            for run in sorted(last_seq)[: len(last_seq) - _TRACKED_RUNS]:
+                del last_seq[run]
+        return gaps
 
     async def run_status(self, event: dict[str, Any]) -> None:
         run = event.get("run") or {}

@@ -189,6 +189,19 @@ def replay_lines(
     return [_payload(row) for row in chosen]
 
 
+def lines_between(gaps: list[tuple[int, int, int]], *, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """Stored lines filling ``(run, first seq, next seq)`` gaps, newer than ``after_id``, in order."""
+    result: list[dict[str, Any]] = []
+    for run_id, first, stop in gaps:
+        rows = (
+            LogLine.objects.filter(run_id=run_id, seq__gte=first, seq__lt=stop, id__gt=after_id)
+            .order_by("seq")
+            .values(*_LINE_FIELDS)[: max(0, limit - len(result))]
+        )
+        result += [_payload(row) for row in rows]
+    return result
+
+
 _LINE_FIELDS = ("id", "run_id", "run__job_id", "seq", "created_at", "level", "message")
 
 

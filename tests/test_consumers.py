@@ -242,3 +242,31 @@ async def test_the_view_is_told_when_live_lines_cannot_arrive(stream, settings):
         assert "notice" not in await comm.receive_json_from(timeout=5)
     finally:
         await comm.disconnect()
+
+
+async def test_lines_the_publisher_dropped_are_fetched_from_the_database(stream):
+    comm = await sync_to_async(communicator)(stream["path"], stream["alice"])
+    await comm.connect()
+    try:
+        await comm.receive_json_from(timeout=5)
+        assert len((await comm.receive_json_from(timeout=5))["lines"]) == 5  # seq 1-5
+        # Lines 6 and 7 were stored but their live batch was lost (Redis hiccup); 8 arrives.
+        now = timezone.now()
+        await sync_to_async(LogLine.objects.bulk_create)(
+            [LogLine(run=stream["run"], seq=s, created_at=now, message=f"line {s}") for s in (6, 7, 8)]
+        )
+        eighth = await sync_to_async(LogLine.objects.get)(run=stream["run"], seq=8)
+        live = streams.line_payload(
+            id=eighth.pk,
+            run_id=stream["run"].pk,
+            job_id=stream["job"].pk,
+            seq=8,
+            created_at=now,
+            level=20,
+            message="line 8",
+        )
+        await get_channel_layer().group_send(stream["group"], {"type": "log.lines", "lines": [live]})
+        message = await comm.receive_json_from(timeout=5)
+        assert [line["message"] for line in message["lines"]] == ["line 6", "line 7", "line 8"]
+    finally:
+        await comm.disconnect()
