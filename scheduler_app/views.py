@@ -101,10 +101,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     for row in rows:
         row.url = _plugin_url(row.plugin, subject, request)
         _add_urls(row.jobs)
+    owners = None
+    if request.user.is_staff:  # staff may look at anyone's pages: offer the users who have jobs
+        owners = User.objects.filter(jobs__isnull=False).distinct().order_by("username")[:500]
     return render(
         request,
         "scheduler_app/dashboard.html",
-        {"rows": rows, "subject": subject, "is_self": subject.pk == request.user.pk},
+        {"rows": rows, "subject": subject, "is_self": subject.pk == request.user.pk, "owners": owners},
     )
 
 

@@ -168,3 +168,9 @@ def test_every_form_on_the_pages_carries_a_csrf_token(world):
     forms = body.count('method="post"')
     assert forms >= 6
     assert body.count('name="csrfmiddlewaretoken"') == forms
+
+
+def test_staff_pick_whose_jobs_to_view_and_users_do_not(world):
+    body = client_for(world["staff"]).get("/").content.decode()
+    assert 'name="user"' in body and ">alice</option>" in body
+    assert 'name="user"' not in client_for(world["alice"]).get("/").content.decode()
