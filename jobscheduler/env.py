@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -114,3 +115,23 @@ def parse_database_url(url: str, *, base_dir: Path, var: str = "DB_CONNECTION") 
             "CONN_HEALTH_CHECKS": True,
         }
     raise ImproperlyConfigured(f"{var}={url!r}: unsupported scheme {scheme or '(none)'!r}; expected {form}")
+
+
+def redis_channel_layer(url: str, *, prefix: str = "jobscheduler") -> dict[str, Any]:
+    """The ``CHANNEL_LAYERS`` entry for Redis at ``url``; tests building their own layer use it too.
+
+    redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's blocking
+    BZPOPMIN: an idle receive (a quiet websocket, a scheduler waiting for notifications) then fails
+    every ~5 s (django/channels_redis#422). A longer timeout keeps idle reads alive and still
+    notices a dead server.
+    """
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": url, "socket_timeout": 15, "socket_connect_timeout": 5}],
+            "capacity": 5000,
+            "expiry": 30,
+            # several deployments (or test runs) can share one Redis under different prefixes
+            "prefix": prefix,
+        },
+    }

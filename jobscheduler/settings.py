@@ -12,7 +12,15 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from jobscheduler.env import env_bool, env_float, env_int, env_list, env_str, parse_database_url
+from jobscheduler.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+    redis_channel_layer,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -86,21 +94,7 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r}: expected redis://host:6379/0")
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
-                # blocking BZPOPMIN: idle websockets then crash every ~5 s (django/channels_redis#422).
-                # A longer timeout keeps idle reads alive and still notices a dead server.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
-                "capacity": 5000,
-                "expiry": 30,
-                # several deployments (or test runs) can share one Redis under different prefixes
-                "prefix": env_str("CHANNEL_LAYER_PREFIX", "jobscheduler"),
-            },
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, prefix=env_str("CHANNEL_LAYER_PREFIX", "jobscheduler"))}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}}}
 

@@ -218,3 +218,15 @@ def test_the_database_is_set_up_for_the_web_and_the_scheduler_writing_at_once():
     else:
         assert connection.vendor == "postgresql"
         assert connection.settings_dict["CONN_HEALTH_CHECKS"] is True
+
+
+def test_the_redis_layer_outlasts_channels_redis_blocking_reads():
+    from channels_redis.core import RedisChannelLayer
+
+    from jobscheduler.env import redis_channel_layer
+
+    layer = redis_channel_layer("redis://127.0.0.1:6379/0", prefix="p")
+    host = layer["CONFIG"]["hosts"][0]
+    # An idle BZPOPMIN waits brpop_timeout seconds; a socket timeout of the same length kills it.
+    assert host["socket_timeout"] > RedisChannelLayer.brpop_timeout
+    assert layer["CONFIG"]["prefix"] == "p"
