@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import playwright.sync_api as playwright_sync
 import pytest
 
 from scheduler_app import services
@@ -25,7 +26,6 @@ from tests.processes import ManagedProcess, free_port, manage, wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

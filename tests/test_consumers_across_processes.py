@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import websockets
 from django.test import Client
 
 from scheduler_app import services
@@ -21,7 +22,6 @@ from tests.processes import free_port, manage, wait_for_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-websockets = pytest.importorskip("websockets")
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
