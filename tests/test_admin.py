@@ -280,7 +280,7 @@ def test_run_list_filters_and_duration(operator, finished_run, alice, sample_plu
     for params in (
         {"status__exact": "succeeded"},
         {"job__plugin__id__exact": sample_plugin.pk},
-        {"job__user__id__exact": alice.pk},
+        {"user": alice.pk},
         {"node": "node-a"},
         {"trigger__exact": "schedule"},
         {"slot__year": finished_run.slot.year},
