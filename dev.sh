@@ -108,6 +108,18 @@ shift || true
 case "$cmd" in
 run)
     ensure_venv
+    port=8000
+    args=("$@")
+    for i in "${!args[@]}"; do
+        case "${args[$i]}" in
+        --port) port=${args[$((i + 1))]:-8000} ;;
+        --port=*) port=${args[$i]#--port=} ;;
+        esac
+    done
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is already in use (another ./dev.sh run?); pick another: ./dev.sh run --port 8001" >&2
+        exit 1
+    fi
     export DEBUG=${DEBUG:-true}
     export SCHEDULER_EMBEDDED=${SCHEDULER_EMBEDDED:-true}
     "$VENV/bin/python" manage.py migrate --noinput
@@ -118,7 +130,7 @@ run)
         say "loading the demo data"
         "$VENV/bin/python" manage.py loaddata demo
     fi
-    say "open http://127.0.0.1:8000 and log in as alice / alice (operators: admin / admin at /admin/)"
+    say "open http://127.0.0.1:$port and log in as alice / alice (operators: admin / admin at /admin/)"
     exec "$VENV/bin/python" manage.py serve "$@"
     ;;
 test)
