@@ -95,3 +95,15 @@ def test_the_run_command_serves_the_login_page_and_the_admin_with_the_demo_data(
     assert code == 0, log.read_text()
     with sqlite3.connect(tmp_path / "jobs.db") as db:
         assert db.execute("select count(*) from auth_user").fetchone()[0] == 3
+
+
+def test_the_run_command_says_when_its_port_is_taken():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = dev_sh("run", "--port", str(port))
+    assert result.returncode == 1
+    assert f"port {port} is already in use" in result.stderr and "--port 8001" in result.stderr
