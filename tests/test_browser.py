@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import playwright.sync_api as playwright_sync
 import pytest
+from django.db import connection
 
 from scheduler_app import services
 from scheduler_app.models import Job, JobRun, Plugin
@@ -41,7 +42,14 @@ _db_thread = ThreadPoolExecutor(max_workers=1)
 
 def db(fn: Callable[[], T]) -> T:
     """Run ORM code off the thread where Playwright's event loop lives (Django refuses it there)."""
-    return _db_thread.submit(fn).result()
+
+    def call() -> T:
+        try:
+            return fn()
+        finally:
+            connection.close()  # the thread outlives the test; its connection must not
+
+    return _db_thread.submit(call).result()
 
 
 class Server:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import websockets
+from django.db import connection
 from django.test import Client
 
 from scheduler_app import services
@@ -24,6 +25,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def queue_run(job_id: int) -> None:
+    # Runs in a worker thread: close its connection, or the test database cannot be dropped.
+    try:
+        services.run_now(Job.objects.get(pk=job_id))
+    finally:
+        connection.close()
 
 
 def session_cookie(user) -> str:
@@ -73,7 +82,7 @@ def test_lines_from_a_separate_scheduler_reach_the_browser_through_redis(tmp_pat
                 # (channels_redis's blocking read used to time out and crash the consumer).
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(ws.recv(), 7)
-                await asyncio.to_thread(lambda: services.run_now(Job.objects.get(pk=job.pk)))
+                await asyncio.to_thread(queue_run, job.pk)
                 return await receive_until(ws, lambda ls: any(x["message"] == "done" for x in ls), timeout=30)
 
         lines = asyncio.run(scenario())
