@@ -170,6 +170,7 @@ def measure_scheduler(db_url: str, jobs: int, interval: int, seconds: float) -> 
         "startup_wall_s": round(wall, 2),
         "rss_mb": round(rss),
         "cpu_s_per_s": round(cpu / (time.time() - started), 2),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 
 

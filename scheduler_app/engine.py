@@ -45,7 +45,7 @@ from scheduler_app.jobtable import Diff, JobSpec, JobTable
 from scheduler_app.log_pipeline import Publisher, clean_text, run_logger
 from scheduler_app.models import JobRun
 from scheduler_app.plugin_host import ConfigValidationError, PluginLoadError
-from scheduler_app.writer import RunFinish, Writer
+from scheduler_app.writer import RunFinish, Writer, checkpoint
 
 log = logging.getLogger("scheduler_app.engine")
 
@@ -58,6 +58,8 @@ QUEUED_POLL_SECONDS = 0.5
 #: A loop blocked this long is reported, naming the plugin on the stack.
 BLOCKED_LOOP_SECONDS = 0.5
 RETENTION_SECONDS = 60.0
+#: SQLite: how often the WAL is checkpointed (off the writer thread).
+CHECKPOINT_SECONDS = 1.0
 
 
 def utcnow() -> datetime:
@@ -202,6 +204,7 @@ class Engine:
             self.loop.create_task(self._reconcile_loop(), name="reconcile"),
             self.loop.create_task(self._control_loop(), name="control listener"),
             self.loop.create_task(self._heartbeat_loop(), name="heartbeat"),
+            self.loop.create_task(self._checkpoint_loop(), name="checkpoint"),
             self.loop.create_task(self._retention_loop(), name="retention"),
             self.loop.create_task(self._lag_loop(), name="loop lag monitor"),
         ]
@@ -676,6 +679,17 @@ class Engine:
 
     def _mark_lost(self) -> list[Any]:
         return nodes.mark_lost_runs(self.node, utcnow(), self.lost_after_seconds)
+
+    async def _checkpoint_loop(self) -> None:
+        """SQLite only: checkpoint the WAL from the reader thread (the writer's are switched off)."""
+        if connections["default"].vendor != "sqlite":
+            return
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await self._read(checkpoint)
+            except Exception as exc:
+                log.debug("checkpoint failed: %s", exc)
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -8,12 +8,19 @@ nothing) or for the jobs and plugins a notification named. The event loop only a
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
-from django.db.models import Q
+from django.db import connection
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from scheduler_app import plugin_host, slots
 from scheduler_app.models import Job
@@ -66,32 +73,57 @@ _FIELDS = (
     "plugin__interval",
     "timeout",
     "plugin__timeout",
-    "config",
+    "config_text",
     "plugin__code_version",
     "updated_at",
     "plugin__enabled",
 )
 
 
+def read_rows(where: Q) -> dict[int, tuple[Any, ...]]:
+    """The raw rows (config as JSON text) of the jobs matching ``where``.
+
+    Raw, because the full reconcile runs every few seconds over every active job: Django's
+    per-row conversions (JSON decoding above all) cost more than the query, and this thread
+    shares the GIL with the event loop. Rows are compared as they come; only changed ones are
+    decoded (``spec_from_row``).
+    """
+    query = Job.objects.filter(where).annotate(config_text=Cast("config", TextField())).values_list(*_FIELDS).order_by()
+    sql, params = query.query.sql_with_params()
+    rows: dict[int, tuple[Any, ...]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        while chunk := cursor.fetchmany(1000):
+            for row in chunk:
+                rows[row[0]] = tuple(row)
+            time.sleep(0)  # let the event loop have the GIL between chunks
+    return rows
+
+
+def spec_from_row(row: tuple[Any, ...]) -> JobSpec:
+    (job_id, user_id, username, plugin_id, package, interval, timeout, plugin_timeout, config, version,
+     updated_at, enabled) = row  # fmt: skip
+    if isinstance(updated_at, str):
+        updated_at = parse_datetime(updated_at)
+    if updated_at is not None and timezone.is_naive(updated_at):
+        updated_at = updated_at.replace(tzinfo=UTC)
+    return JobSpec(
+        id=job_id,
+        user_id=user_id,
+        username=username,
+        plugin_id=plugin_id,
+        package=package,
+        interval=interval,
+        timeout=timeout or plugin_timeout,
+        config=json.loads(config) if isinstance(config, str | bytes) else config,
+        code_version=version,
+        updated_ms=slots.to_ms(updated_at) if updated_at is not None else 0,
+        enabled=bool(enabled),
+    )
+
+
 def read_specs(where: Q) -> dict[int, JobSpec]:
-    rows = Job.objects.filter(where).values_list(*_FIELDS).order_by()
-    specs: dict[int, JobSpec] = {}
-    for (job_id, user_id, username, plugin_id, package, interval, timeout, plugin_timeout, config, version,
-         updated_at, enabled) in rows.iterator(chunk_size=5000):  # fmt: skip
-        specs[job_id] = JobSpec(
-            id=job_id,
-            user_id=user_id,
-            username=username,
-            plugin_id=plugin_id,
-            package=package,
-            interval=interval,
-            timeout=timeout or plugin_timeout,
-            config=config,
-            code_version=version,
-            updated_ms=slots.to_ms(updated_at),
-            enabled=enabled,
-        )
-    return specs
+    return {job_id: spec_from_row(row) for job_id, row in read_rows(where).items()}
 
 
 SCHEDULED = Q(active=True, plugin__enabled=True)
@@ -102,35 +134,44 @@ class JobTable:
 
     def __init__(self) -> None:
         self.specs: dict[int, JobSpec] = {}
+        self.rows: dict[int, tuple[Any, ...]] = {}
         self.code_versions: dict[str, int] = {}
 
     def full(self) -> Diff:
-        return self._diff(read_specs(SCHEDULED), scope=None)
+        return self._diff(read_rows(SCHEDULED), scope=None)
 
     def partial(self, job_ids: Iterable[int] = (), plugin_ids: Iterable[int] = ()) -> Diff:
         job_ids, plugin_ids = set(job_ids), set(plugin_ids)
         scope = Q(id__in=job_ids) | Q(plugin_id__in=plugin_ids)
-        fresh = read_specs(SCHEDULED & scope)
+        fresh = read_rows(SCHEDULED & scope)
         # jobs we schedule that belong to the named plugins but are no longer returned
         in_scope = {jid for jid, spec in self.specs.items() if jid in job_ids or spec.plugin_id in plugin_ids}
         return self._diff(fresh, scope=in_scope | set(fresh))
 
-    def _diff(self, fresh: dict[int, JobSpec], scope: set[int] | None) -> Diff:
+    def _diff(self, fresh_rows: dict[int, tuple[Any, ...]], scope: set[int] | None) -> Diff:
         diff = Diff()
-        for job_id, spec in fresh.items():
+        fresh: dict[int, JobSpec] = {}
+        for job_id, row in fresh_rows.items():
+            if self.rows.get(job_id) == row:
+                fresh[job_id] = self.specs[job_id]
+                continue
+            spec = spec_from_row(row)
+            fresh[job_id] = spec
             old = self.specs.get(job_id)
             if old is None or old.key != spec.key:
                 diff.upserted.append(spec)
             self.specs[job_id] = spec
+            self.rows[job_id] = row
         candidates = self.specs.keys() if scope is None else scope
         gone = [job_id for job_id in candidates if job_id in self.specs and job_id not in fresh]
         for job_id in gone:
             del self.specs[job_id]
+            self.rows.pop(job_id, None)
         diff.removed = gone
         if gone:
             existing = set(Job.objects.filter(id__in=gone).values_list("id", flat=True))
             diff.deleted = [job_id for job_id in gone if job_id not in existing]
-        for spec in fresh.values():
+        for spec in {spec.package: spec for spec in fresh.values()}.values():
             known = self.code_versions.get(spec.package)
             if known is None:
                 self.code_versions[spec.package] = spec.code_version

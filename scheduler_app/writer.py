@@ -95,6 +95,7 @@ class Writer:
         self._stopping = False
         self._failing_since: float | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._tuned: object = None
         self.written_lines = 0
         self.written_runs = 0
 
@@ -176,11 +177,24 @@ class Writer:
             self._retry = None
         return batch
 
+    def _tune_connection(self) -> None:
+        """SQLite: no automatic WAL checkpoints in this thread (the engine checkpoints from its
+        reader thread instead). An automatic checkpoint runs inside a commit, copying megabytes and
+        syncing the file while every claim waits behind it: the lag spikes of the benchmark."""
+        if connection.vendor != "sqlite":
+            return
+        connection.ensure_connection()
+        if connection.connection is not self._tuned:
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
+            self._tuned = connection.connection
+
     def _flush(self) -> bool:
         batch = self._take()
         if not batch:
             return True
         try:
+            self._tune_connection()
             write_batch(batch)
         except DatabaseError as exc:
             self._retry = batch
@@ -209,6 +223,7 @@ class Writer:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
+                self._tune_connection()
                 result = fn()
             except (OperationalError, InterfaceError) as exc:
                 self._connection_failed(exc, "a scheduler query")
@@ -338,3 +353,10 @@ def _update_runs(batch: Batch) -> None:
                 f"UPDATE {table} SET log_count = %s WHERE id = %s AND log_count < %s",
                 [(n, run_id, n) for run_id, n in counts.items()],
             )
+
+
+def checkpoint() -> None:
+    """SQLite: move the WAL into the database file without blocking the writer (PASSIVE)."""
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")

@@ -40,7 +40,10 @@ class Command(BaseCommand):
         from channels.routing import get_default_application
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
-        from twisted.internet import defer, reactor
+        from twisted.internet import defer
+        from twisted.internet import reactor as twisted_reactor
+
+        reactor: Any = twisted_reactor  # the module-level reactor's stubs don't match the installed one
 
         application = get_default_application()
         embedded = settings.SCHEDULER["EMBEDDED"] and not no_scheduler
