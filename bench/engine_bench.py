@@ -35,7 +35,7 @@ BENCH_DIR = Path("/tmp/jobscheduler-bench")
 PACKAGE = "bench_probe@v1_0_0.plugin.Plugin"
 
 
-def django_env(db_url: str) -> dict[str, str]:
+def django_env(db_url: str, redis: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="jobscheduler.settings",
@@ -48,6 +48,11 @@ def django_env(db_url: str) -> dict[str, str]:
         SCHEDULER_RECONCILE_SECONDS="5",
     )
     env.pop("REDIS_URL", None)
+    if redis:
+        # production shape: every run's lines and status changes are published to Redis
+        env.update(
+            REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"), CHANNEL_LAYER_PREFIX="bench"
+        )
     return env
 
 
@@ -93,14 +98,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def start_scheduler(db_url: str, log_path: Path) -> tuple[subprocess.Popen, float, float]:
+def start_scheduler(db_url: str, log_path: Path, redis: bool = False) -> tuple[subprocess.Popen, float, float]:
     """Start runscheduler; return (process, seconds until it reported started, engine's own load time)."""
     log = open(log_path, "wb")
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runscheduler", "--node-name", "bench"],
         cwd=ROOT,
-        env=django_env(db_url),
+        env=django_env(db_url, redis),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -130,14 +135,16 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def measure_scheduler(db_url: str, jobs: int, interval: int, seconds: float) -> dict:
+def measure_scheduler(db_url: str, jobs: int, interval: int, seconds: float, redis: bool = False) -> dict:
     from django.db import connection
 
     from scheduler_app.models import JobRun, LogLine
 
     prepare(db_url, jobs, interval)
     connection.close()
-    proc, wall, _own = start_scheduler(db_url, BENCH_DIR / f"dispatch-{jobs}-{interval}.log")
+    proc, wall, _own = start_scheduler(
+        db_url, BENCH_DIR / f"dispatch-{jobs}-{interval}{'-redis' if redis else ''}.log", redis
+    )
     started = time.time()
     window_start = started + interval + 1  # after the first interval: the start-up catch-up is over
     time.sleep(interval + 1 + seconds)
@@ -159,6 +166,7 @@ def measure_scheduler(db_url: str, jobs: int, interval: int, seconds: float) -> 
     return {
         "jobs": jobs,
         "interval": interval,
+        "redis": redis,
         "offered_per_s": round(jobs / interval),
         "recorded_per_s": round(len(recorded) / (window_end - window_start)),
         "recorded_share": round(len(recorded) / expected, 4) if expected else None,
@@ -253,6 +261,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="*", help="job counts (default per scenario)")
     parser.add_argument("--interval", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=15, help="measuring window per scenario")
+    parser.add_argument("--redis", action="store_true", help="publish through Redis (REDIS_URL) in dispatch runs")
     args = parser.parse_args()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     db_url = os.environ.get("DB_CONNECTION") or f"sqlite:///{BENCH_DIR / 'bench.db'}"
@@ -262,8 +271,11 @@ def main() -> None:
     if args.only == "all":
         loads += [(10000, 2), (10000, 1)]  # 5,000 and 10,000 offered runs/s: where does it saturate?
     if args.only in ("dispatch", "all"):
-        for jobs, interval in loads:
-            res = measure_scheduler(db_url, jobs, interval, args.seconds)
+        runs = [(jobs, interval, args.redis) for jobs, interval in loads]
+        if args.only == "all":
+            runs.append((10000, 5, True))  # the production shape: publishing through Redis
+        for jobs, interval, redis in runs:
+            res = measure_scheduler(db_url, jobs, interval, args.seconds, redis)
             results["dispatch"].append(res)
             print("runscheduler", json.dumps(res), flush=True)
     if args.only in ("startup", "all"):

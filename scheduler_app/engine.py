@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import gc
 import heapq
+import itertools
 import logging
 import sys
 import threading
@@ -145,6 +146,7 @@ class Engine:
         self.table = JobTable()
         self.started = False
         self._due: list[tuple[JobSpec, int]] = []
+        self._generations = itertools.count(1)
         self._claiming: set[int] = set()  # jobs with a slot waiting for (or in) a claim
         self._due_ready: asyncio.Event | None = None
         self._queued_ready: asyncio.Event | None = None
@@ -351,7 +353,9 @@ class Engine:
             )
 
     def _schedule(self, state: JobState, due_ms: int) -> None:
-        state.generation += 1
+        # Generations are unique across states: a job removed and added again must not match
+        # the heap entries its previous state left behind.
+        state.generation = next(self._generations)
         state.next_ms = due_ms
         heapq.heappush(self.heap, (due_ms, state.spec.id, state.generation))
 
