@@ -111,6 +111,10 @@ def browser() -> Iterator[Any]:
 def log_in(browser: Any, server: Server, username: str, password: str) -> Any:
     page = browser.new_page(viewport={"width": 1360, "height": 900})
     page.set_default_timeout(20_000)
+    # Script errors and Content-Security-Policy violations fail the flows that check them.
+    page.console_errors = []
+    page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
     page.goto(f"{server.url}/")
     assert "/accounts/login/" in page.url
     page.fill("#id_username", username)
@@ -185,6 +189,8 @@ def test_alice_edits_activates_runs_watches_clones_and_deletes(server, browser, 
     page.goto(f"{server.url}/runs/{run_id}/")
     expect(page.locator("[data-run-status]")).to_have_text("succeeded")
     expect(page.locator(".logline")).to_have_count(4)  # debug, 2 greetings, done
+    # (the invalid save answered 400 on purpose; anything else is a script error or a CSP refusal)
+    assert [e for e in page.console_errors if not e.startswith("Failed to load resource")] == []
 
 
 def test_ansi_colours_render_as_colour_not_codes(server, browser, alice):

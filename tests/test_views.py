@@ -278,3 +278,10 @@ def test_a_disabled_plugin_with_jobs_shows_them_but_offers_no_new_configuration(
     assert "greeter" in body and "disabled this plugin" in body
     assert f"/plugins/{sample_plugin.pk}/jobs/new/" not in body
     assert "not scheduled" in body
+
+
+def test_pages_forbid_inline_scripts_and_foreign_connections(client, job, sample_plugin):
+    for url in ("/", f"/plugins/{sample_plugin.pk}/", f"/jobs/{job.pk}/runs/"):
+        policy = client.get(url)["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "connect-src 'self' ws: wss:" in policy
+        assert "unsafe-eval" not in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]

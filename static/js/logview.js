@@ -102,6 +102,12 @@
       self.lastRun = null;
       self.updateCount();
     });
+    // Scrolling up to read pauses the tail; scrolling back to the end resumes it.
+    this.list.addEventListener("scroll", function () {
+      var atEnd = self.list.scrollHeight - self.list.scrollTop - self.list.clientHeight < 24;
+      if (!atEnd && !self.paused && self.pauseBtn) self.setPaused(true, true);
+      else if (atEnd && self.paused && self.autoPaused) self.setPaused(false);
+    });
     this.scrollToEnd();
     if (this.wsPath) this.connect();
     else this.setState("complete", "complete");
@@ -113,8 +119,9 @@
     this.root.setAttribute("data-connection", state);
   };
 
-  LogView.prototype.setPaused = function (paused) {
+  LogView.prototype.setPaused = function (paused, auto) {
     this.paused = paused;
+    this.autoPaused = Boolean(paused && auto);
     this.pauseBtn.setAttribute("aria-pressed", paused ? "true" : "false");
     this.pauseBtn.textContent = paused ? "Resume" : "Pause";
     if (this.pausedNote) this.pausedNote.hidden = !paused;
