@@ -91,6 +91,9 @@
     this.socket = null;
     var self = this;
     Array.prototype.forEach.call(this.list.children, function (li) {
+      // Server-rendered lines carry UTC; show them in the browser's time like the live ones.
+      var time = li.querySelector("time[datetime]");
+      if (time) time.textContent = clock(time.getAttribute("datetime"));
       var id = Number(li.getAttribute("data-id"));
       if (id) { self.seen.add(id); if (id > self.lastId) self.lastId = id; }
     });
