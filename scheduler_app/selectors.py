@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from scheduler_app import slots, streams
@@ -133,7 +133,8 @@ def run_history(job: Job, cursor: str | None = None, page_size: int = HISTORY_PA
     after = decode_cursor(cursor) if cursor else None
     if after is not None:
         slot, run_id = after
-        runs = runs.filter(Q(slot__lt=slot) | Q(slot=slot, id__lt=run_id))
+        # slot <= cursor is an index range on (job, slot); the tie on slot is settled by id.
+        runs = runs.filter(slot__lte=slot).exclude(slot=slot, id__gte=run_id)
     page = list(runs[: page_size + 1])
     has_more = len(page) > page_size
     page = page[:page_size]
