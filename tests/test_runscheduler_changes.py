@@ -10,9 +10,10 @@ from django.utils import timezone
 from scheduler_app import services, slots
 from scheduler_app.models import Job, JobRun, Plugin
 from tests.engine_support import finished_runs, lines_of, probe_job, probe_plugin, redis_env, runs_of, schedulers, user
+from tests.plugins.helpers import module_path_fixture
 from tests.processes import wait_until
 
-__all__ = ["redis_env", "schedulers"]
+__all__ = ["module_path_fixture", "redis_env", "schedulers"]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,3 +71,20 @@ def test_bulk_updates_are_caught_by_the_reconcile(schedulers):
     count = JobRun.objects.count()
     time.sleep(2.5)  # two more slots of the old schedule pass
     assert JobRun.objects.count() == count
+
+
+def test_a_reloaded_plugin_runs_its_new_code(schedulers, module_path):
+    # A plugin in a MODULE_PATH folder; the scheduler sees the folder through its environment.
+    package = module_path.write_good(marker="first code")
+    plugin = Plugin.objects.create(name="Reloadable", package=package, interval=1)
+    job = services.create_job(user("alice"), plugin, {}, activate=True)
+    node = schedulers.start("reloading", MODULE_PATH=str(module_path.path))
+    wait_until(lambda: any("from first code" in line.message for r in finished_runs(job) for line in lines_of(r)),
+               10, "the first code to run")  # fmt: skip
+
+    module_path.write_good(marker="second code")
+    services.reload_plugin(plugin)  # bumps code_version; the reconcile notices it
+    reloaded = timezone.now()
+    wait_until(lambda: any("from second code" in line.message for r in _runs_after(job, reloaded)
+                           for line in lines_of(r)), 10, "the new code to run")  # fmt: skip
+    assert "now runs code version 2" in node.output()
