@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
+from jobscheduler.env import redis_channel_layer
 from scheduler_app import services
 from scheduler_app.models import Job, JobRun, LogLine, Plugin
 from tests.processes import ManagedProcess, manage, wait_until
@@ -108,11 +109,7 @@ def redis_env() -> Iterator[dict[str, str]]:
     from django.test import override_settings
 
     prefix = f"enginetest{uuid.uuid4().hex[:8]}"
-    layers = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": prefix, "capacity": 5000, "expiry": 30},
-        }
-    }
+    # the product's layer configuration (redis-py 8's 5 s read timeout would break idle receives)
+    layers = {"default": redis_channel_layer(REDIS_URL, prefix=prefix)}
     with override_settings(CHANNEL_LAYERS=layers):
         yield {"REDIS_URL": REDIS_URL, "CHANNEL_LAYER_PREFIX": prefix}

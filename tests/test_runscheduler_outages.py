@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
+from jobscheduler.env import redis_channel_layer
 from scheduler_app import streams
 from scheduler_app.models import JobRun, LogLine
 from tests.engine_support import finished_runs, is_postgres, lines_of, probe_job, probe_plugin, schedulers, user
@@ -124,9 +125,8 @@ def test_a_dead_redis_costs_live_streaming_only_and_streaming_resumes(schedulers
     url = f"redis://127.0.0.1:{port}/0"
     redis = _redis_server(port, tmp_path)
     prefix = "outagetest"
-    layers = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [url], "prefix": prefix}}
-    }
+    # the product's layer configuration (redis-py 8's 5 s read timeout would break idle receives)
+    layers = {"default": redis_channel_layer(url, prefix=prefix)}
     try:
         with override_settings(CHANNEL_LAYERS=layers):
             alice = user("alice")
