@@ -34,7 +34,7 @@ def _explicit_check() -> bool:
     """
     from django.core.management.commands.check import Command as CheckCommand
 
-    frame = sys._getframe(1)
+    frame: Any = sys._getframe(1)
     while frame is not None:
         if isinstance(frame.f_locals.get("self"), CheckCommand):
             return True
