@@ -59,6 +59,8 @@ QUEUED_POLL_SECONDS = 0.5
 #: A loop blocked this long is reported, naming the plugin on the stack.
 BLOCKED_LOOP_SECONDS = 0.5
 RETENTION_SECONDS = 60.0
+#: A timed-out run still going this long after its cancellation is recorded and let go.
+ABANDON_AFTER_SECONDS = 5.0
 #: SQLite: how often the WAL is checkpointed (off the writer thread).
 CHECKPOINT_SECONDS = 1.0
 
@@ -102,6 +104,8 @@ class ActiveRun:
     #: why the engine cancelled it: "timeout", "shutdown" or "deleted"
     cancel_reason: str = ""
     log_handler: Any = None
+    #: monotonic time it was given up on (it ignored its cancellation), else 0
+    abandoned: float = 0.0
 
 
 @dataclass
@@ -541,6 +545,10 @@ class Engine:
         elif active.cancel_reason == "deleted":
             status = JobRun.Status.CANCELLED.value
             error = "cancelled: the job was deleted"
+        if active.abandoned:
+            log.warning("run %s of %s ended %.0f s after it was abandoned", active.record.id, spec.package,
+                        time.monotonic() - active.abandoned)  # fmt: skip
+            return
         if error:
             context.logger.error("run %s: %s", status.replace("_", " "), error)
         self._finish(active, status, error, trace)
@@ -551,6 +559,24 @@ class Engine:
         active.cancel_reason = reason
         active.context.cancelled.set()
         active.task.cancel()
+        if reason == "timeout" and self.loop is not None:
+            self.loop.call_later(ABANDON_AFTER_SECONDS, self._abandon, active)
+
+    def _abandon(self, active: ActiveRun) -> None:
+        """A run that swallowed its cancellation: record it timed out and free the job anyway.
+
+        The coroutine cannot be killed; it goes on in the background, but the job is no longer
+        blocked by it and its record is final."""
+        if active.task is None or active.task.done() or active.record.id not in self.active:
+            return
+        active.abandoned = time.monotonic()
+        error = (
+            f"timed out after {active.spec.timeout} s and did not stop when cancelled "
+            f"(the plugin swallows asyncio.CancelledError): abandoned"
+        )
+        log.warning("run %s of %s: %s", active.record.id, active.spec.package, error)
+        active.context.logger.error("run timed out: %s", error)
+        self._finish(active, JobRun.Status.TIMED_OUT.value, error, "")
 
     def _finish(self, active: ActiveRun, status: str, error: str, trace: str) -> None:
         assert self.writer is not None

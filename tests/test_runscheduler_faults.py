@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from scheduler_app.models import Job, JobRun, Plugin
-from tests.engine_support import finished_runs, lines_of, probe_job, probe_plugin, schedulers, user, wait_for_run
+from tests.engine_support import (
+    finished_runs,
+    lines_of,
+    probe_job,
+    probe_plugin,
+    runs_of,
+    schedulers,
+    user,
+    wait_for_run,
+)
 from tests.processes import wait_until
 
 __all__ = ["schedulers"]
@@ -38,6 +47,19 @@ def test_an_overrunning_run_is_cancelled_at_its_timeout(schedulers):
     assert run.error == "timed out after 1 s (the job's timeout): cancelled"
     assert 0.9 <= (run.finished_at - run.started_at).total_seconds()
     assert "timed out" in lines_of(run)[-1].message
+
+
+def test_a_run_that_ignores_its_cancellation_is_abandoned_and_the_job_goes_on(schedulers):
+    alice = user("alice")
+    job = probe_job(alice, probe_plugin(interval=1), timeout=1, mode="stubborn", seconds=30)
+    node = schedulers.start("stubborn")
+
+    run = wait_for_run(job, timeout=20, status=JobRun.Status.TIMED_OUT)
+    assert "did not stop when cancelled" in run.error and "abandoned" in run.error
+    assert "probe ignores the cancellation" in [line.message for line in lines_of(run)]
+    # The job is not blocked by the abandoned coroutine: its next slots run.
+    wait_until(lambda: len(runs_of(job)) >= 2, 15, "the next run of the job")
+    assert "abandoned" in node.output()
 
 
 def test_a_stored_config_that_no_longer_validates_fails_the_run(schedulers):

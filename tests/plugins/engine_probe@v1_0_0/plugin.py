@@ -5,6 +5,7 @@
 - ``hang``: sleep ``seconds`` ignoring cancellation requests politely (plain ``asyncio.sleep``).
 - ``polite``: sleep ``seconds`` through ``context.sleep`` (returns early when cancelled).
 - ``block``: block the event loop with ``time.sleep(seconds)`` (what plugins must not do).
+- ``stubborn``: sleep ``seconds``, swallowing every cancellation (what plugins must not do either).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from scheduler_app import JobPlugin, RunContext, hookimpl
 
 
 class Config(BaseModel):
-    mode: Literal["fast", "fail", "hang", "polite", "block"] = "fast"
+    mode: Literal["fast", "fail", "hang", "polite", "block", "stubborn"] = "fast"
     seconds: float = Field(0.0, ge=0)
     lines: int = Field(1, ge=0)
     message: str = "probe failure"
@@ -42,6 +43,13 @@ class Plugin(JobPlugin):
         elif config.mode == "polite":
             if await context.sleep(config.seconds):
                 context.logger.warning("probe stopped early")
+        elif config.mode == "stubborn":
+            deadline = time.monotonic() + config.seconds
+            while time.monotonic() < deadline:
+                try:
+                    await asyncio.sleep(deadline - time.monotonic())
+                except asyncio.CancelledError:
+                    context.logger.info("probe ignores the cancellation")
         elif config.mode == "block":
             time.sleep(config.seconds)  # deliberately blocks the loop
         context.logger.info("probe done")
