@@ -264,3 +264,21 @@ def test_the_view_reconnects_after_a_restart_and_resumes_without_gap_or_duplicat
     messages = page.eval_on_selector_all(".logline[data-id] .msg", "els => els.map(e => e.textContent)")
     hellos = [m for m in messages if m.startswith("Hello")]
     assert hellos == ["Hello, Ann! (1/2)", "Hello, Ann! (2/2)"] * 2, json.dumps(messages)
+
+
+def test_staff_watch_alices_page_read_only(staff, server, browser, alice, sample_plugin):
+    job = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann", "times": 1}, description="hers"))
+    page = log_in(browser, server, "staff", "staff-pass")
+    expect = playwright_sync.expect
+    page.select_option("#view-as", label="alice")
+    page.locator(".view-as button").click()
+    expect(page.locator(f"#plugin-{sample_plugin.pk}")).to_contain_text("hers")
+    page.click(f"#plugin-{sample_plugin.pk} h2 a")
+    expect(page.locator(".pill-warn")).to_contain_text("alice's jobs (read-only)")
+    card = page.locator(f"#job-{job.pk}")
+    expect(card.locator('input[name="rjf§name"]')).to_be_disabled()
+    expect(card.get_by_role("button")).to_have_count(0)
+    expect(page.locator(".logview-state")).to_have_text("live")
+    # alice runs her job; staff see it arrive on her stream
+    db(lambda: services.run_now(Job.objects.get(pk=job.pk)))
+    expect(page.locator(".logline[data-id]").filter(has_text="Hello, Ann! (1/1)")).to_have_count(1, timeout=30_000)
