@@ -741,9 +741,12 @@ class Engine:
             deleted = 0
             try:
                 while True:
-                    n = await self._write(retention.prune_batch, utcnow(), self.retain_days, self.retain_runs_per_job)
+                    ids = await self._read(retention.prunable, utcnow(), self.retain_days, self.retain_runs_per_job)
+                    if not ids:
+                        break
+                    n = await self._write(retention.delete_runs, ids)
                     deleted += n
-                    if n == 0:
+                    if n == 0:  # found but gone meanwhile (another node pruned them): done for now
                         break
                     await asyncio.sleep(0.2)  # let claims and log writes through between batches
             except asyncio.CancelledError:

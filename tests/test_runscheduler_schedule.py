@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from scheduler_app import slots
-from scheduler_app.models import JobRun, SchedulerNode
+from scheduler_app.models import JobRun, LogLine, SchedulerNode
 from tests.engine_support import PROBE, finished_runs, lines_of, probe_job, probe_plugin, runs_of, schedulers, user
 from tests.processes import wait_until
 
@@ -59,3 +62,21 @@ def test_the_scheduler_warns_when_logs_cannot_reach_browsers(schedulers):
     node = schedulers.start("warn")
     assert "REDIS_URL is not set" in node.output()
     assert "will NOT reach browsers" in node.output()
+
+
+def test_retention_prunes_old_runs_inside_the_scheduler(schedulers):
+    alice = user("alice")
+    job = probe_job(alice, probe_plugin(interval=3600), activate=False)
+    now = timezone.now()
+    for day in range(12):
+        run = JobRun.objects.create(
+            job=job, slot=now - timedelta(days=day, hours=1), status=JobRun.Status.SUCCEEDED, finished_at=now
+        )
+        LogLine.objects.create(run=run, seq=1, created_at=now, message="old")
+    JobRun.objects.filter(slot__lt=now - timedelta(days=10)).update(finished_at=now - timedelta(days=11))
+    node = schedulers.start("retention", SCHEDULER_RETAIN_DAYS="10", SCHEDULER_RETAIN_RUNS_PER_JOB="5")
+
+    wait_until(lambda: JobRun.objects.count() == 5, 20, "retention to prune to 5 runs")
+    node.wait_for_output("retention: deleted 7 old runs")
+    assert LogLine.objects.count() == 5
+    assert all((now - slot).days < 5 for slot in JobRun.objects.values_list("slot", flat=True))
