@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from scheduler_app import slots
-from scheduler_app.models import JobRun, LogLine, SchedulerNode
+from scheduler_app.models import Job, JobRun, LogLine, SchedulerNode
 from tests.engine_support import PROBE, finished_runs, lines_of, probe_job, probe_plugin, runs_of, schedulers, user
 from tests.processes import wait_until
 
@@ -80,3 +81,30 @@ def test_retention_prunes_old_runs_inside_the_scheduler(schedulers):
     node.wait_for_output("retention: deleted 7 old runs")
     assert LogLine.objects.count() == 5
     assert all((now - slot).days < 5 for slot in JobRun.objects.values_list("slot", flat=True))
+
+
+def test_slots_missed_while_no_scheduler_ran_are_coalesced_into_one_run(schedulers):
+    alice = user("alice")
+    job = probe_job(alice, probe_plugin(interval=10))
+    # The job has been active for an hour with nobody running it: 360 slots were missed.
+    Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    schedulers.start("catchup")
+
+    wait_until(lambda: runs_of(job), 10, "the catch-up run")
+    started = SchedulerNode.objects.get(name__startswith="catchup:").started_at
+    runs = runs_of(job)
+    assert [r for r in runs if r.slot < started - timedelta(seconds=10)] == [], "older missed slots never run"
+    first = runs[0]
+    # The latest slot due when the node loaded the job (a regular slot would be up to 10 s later).
+    assert started - timedelta(seconds=10) < first.slot <= started + timedelta(seconds=1)
+    assert first.started_at - started < timedelta(seconds=5), "it runs at start-up"
+    assert len([r for r in runs if r.slot <= started]) <= 1, "one run for all that was missed"
+
+
+def test_a_job_changed_after_its_last_slot_waits_for_its_next_one(schedulers):
+    alice = user("alice")
+    job = probe_job(alice, probe_plugin(interval=3600))  # saved just now: nothing was missed
+    node = schedulers.start("nocatchup")
+    node.wait_for_output("1 active jobs")
+    time.sleep(1.5)
+    assert runs_of(job) == []
