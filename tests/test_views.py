@@ -285,3 +285,9 @@ def test_pages_forbid_inline_scripts_and_foreign_connections(client, job, sample
         policy = client.get(url)["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "connect-src 'self' ws: wss:" in policy
         assert "unsafe-eval" not in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+
+
+def test_the_favicon_is_served(client):
+    response = client.get("/favicon.ico", follow=True)
+    assert response.status_code == 200
+    assert b"<svg" in b"".join(response.streaming_content)
