@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import urllib.request
 
 import pytest
@@ -49,3 +50,20 @@ def test_serve_without_the_embedded_scheduler_runs_no_jobs(tmp_path):
     finally:
         assert server.stop() == 0
     assert finished_runs(job) == [] and not SchedulerNode.objects.exists()
+
+
+def test_serve_exits_non_zero_with_one_clear_line_when_its_port_is_taken(tmp_path):
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        server = manage(["serve", "--port", str(port)], tmp_path / "taken.log", SCHEDULER_EMBEDDED="true", **FAST)
+        try:
+            code = server.proc.wait(60)
+            output = server.output()
+        finally:
+            server.stop()
+    assert code != 0, output
+    assert f"port {port} on 127.0.0.1 is in use" in output
+    assert "serving http" not in output, "it never claims to serve"
+    assert not SchedulerNode.objects.exists(), "the embedded scheduler never started"

@@ -10,6 +10,7 @@ elsewhere (``manage.py runscheduler``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import sys
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 log = logging.getLogger("scheduler_app.serve")
 
@@ -42,8 +43,18 @@ class Command(BaseCommand):
         from daphne.server import Server
         from twisted.internet import defer
         from twisted.internet import reactor as twisted_reactor
+        from twisted.internet.error import CannotListenError
 
         reactor: Any = twisted_reactor  # the module-level reactor's stubs don't match the installed one
+
+        class _Server(Server):
+            """daphne's server, remembering a listen failure (daphne only logs it) so we exit non-zero."""
+
+            listen_failure: Any = None
+
+            def listen_error(self, failure: Any) -> None:
+                self.listen_failure = failure
+                self.stop()
 
         application = get_default_application()
         embedded = settings.SCHEDULER["EMBEDDED"] and not no_scheduler
@@ -53,7 +64,7 @@ class Command(BaseCommand):
 
             engine = Engine(embedded=True)
 
-        server = Server(
+        server = _Server(
             application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
             # Our own handlers: the first signal stops gracefully, a second one exits at once.
@@ -96,6 +107,16 @@ class Command(BaseCommand):
         reactor.callWhenRunning(on_running)
         reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
         server.run()
+        if server.listen_failure is not None:
+            # daphne just returns when it cannot listen: without this the command exited 0 and
+            # a supervisor (or ./dev.sh run) took a server that never served for a clean stop.
+            failure = server.listen_failure.value
+            if (
+                isinstance(failure, CannotListenError)
+                and getattr(failure.socketError, "errno", None) == errno.EADDRINUSE
+            ):
+                raise CommandError(f"port {port} on {host} is in use")
+            raise CommandError(f"cannot listen on {host}:{port}: {server.listen_failure.getErrorMessage()}")
 
 
 def _report_start_failure(task: asyncio.Task[Any]) -> None:
