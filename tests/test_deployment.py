@@ -137,7 +137,7 @@ def test_the_pages_render_with_collected_static_files(production):
     status, _, login = client.get("/accounts/login/")
     assert status == 200
     static = re.findall(r'(?:href|src)="(/static/[^"]+)"', login)
-    assert static and all(re.search(r"\.[0-9a-f]{12}\.(css|js)$", path) for path in static), static
+    assert static and all(re.search(r"\.[0-9a-f]{12}\.(css|js|svg)$", path) for path in static), static
     for path in static:
         assert client.get(path)[0] == 200, path
 
