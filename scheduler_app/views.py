@@ -288,7 +288,9 @@ def job_save(request: HttpRequest, job_id: int) -> HttpResponse:
         else:
             messages.success(request, f"Saved {_label(job)}.")
             return _back(request, job)
-    messages.error(request, f"{_label(job).capitalize()} was not saved: please correct the errors below.")
+    label = _label(job)
+    # Upper-case the first letter only: str.capitalize() would lower-case the user's description.
+    messages.error(request, f"{label[:1].upper()}{label[1:]} was not saved: please correct the errors below.")
     return _render_plugin_page(request, job.plugin, request.user, bound={job.pk: form}, status=400)
 
 

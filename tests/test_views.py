@@ -132,6 +132,17 @@ def test_saving_an_invalid_config_shows_pydantics_errors_on_the_fields_and_saves
     assert (job.description, job.config) == ("greeter", {"name": "Ann", "times": 2})
 
 
+def test_the_not_saved_message_keeps_the_descriptions_case(client, job):
+    job.description = "Morning Greeting"
+    job.save(update_fields=["description"])
+    response = client.post(
+        f"/jobs/{job.pk}/save/",
+        {f"job-{job.pk}-description": "Morning Greeting", f"job-{job.pk}-config": json.dumps({"name": "", "times": 2})},
+    )
+    assert response.status_code == 400
+    assert "“Morning Greeting” was not saved" in response.content.decode()
+
+
 def test_saving_a_valid_config_stores_it_through_the_service(client, job):
     response = client.post(
         f"/jobs/{job.pk}/save/",
