@@ -21,9 +21,14 @@ try:
 except ImportError:  # until the consumers land
     pass
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+from scheduler_app.health import ProbeApp  # noqa: E402
+
+# /healthz, /readyz and /metrics are answered in front of Django (scheduler_app/health.py says why).
+application = ProbeApp(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

@@ -9,4 +9,6 @@ class SchedulerAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from scheduler_app import checks  # noqa: F401  (registers system checks)
+        from scheduler_app import audit, checks  # noqa: F401  (checks registers system checks)
+
+        audit.connect_signals()

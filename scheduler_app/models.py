@@ -198,3 +198,20 @@ class SchedulerNode(models.Model):
             return False
         limit = settings.SCHEDULER["LOST_AFTER_SECONDS"]
         return (timezone.now() - self.last_heartbeat).total_seconds() < limit
+
+
+# The audit trail and alert models live in their own module; importing them here is what makes
+# Django see them as this app's models.
+from scheduler_app.ops_models import AlertDelivery, AlertRule, AuditEntry, JobAlertState  # noqa: E402
+
+__all__ = [
+    "AlertDelivery",
+    "AlertRule",
+    "AuditEntry",
+    "Job",
+    "JobAlertState",
+    "JobRun",
+    "LogLine",
+    "Plugin",
+    "SchedulerNode",
+]

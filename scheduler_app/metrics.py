@@ -1,0 +1,221 @@
+"""Prometheus metrics: what the scheduler and the web processes count, and how they expose it.
+
+The rest of the code calls the small named functions below (``run_finished``,
+``claims``, ``log_lines_written`` ...) and never touches ``prometheus_client`` itself, so the
+metric names and labels live in one place and a call site reads as what happened.
+
+How several processes are counted (docs/architecture.md, "Metrics"): every process keeps its
+own counters and exposes them on its own endpoint -- a scheduler node on ``runscheduler
+--health-port``, a web process on ``/metrics`` -- and Prometheus scrapes each as a target
+and sums in queries (``sum by (status) (rate(jobscheduler_runs_total[5m]))``). Web workers
+that share one port (several processes behind one socket) set ``PROMETHEUS_MULTIPROC_DIR``:
+``prometheus_client`` then keeps values in files in that folder and ``/metrics`` adds up
+every process's files.
+
+Cost: a labelled child is looked up once per label value and cached, so recording a run is
+a few dictionary reads and lock-guarded additions (~µs), far below a run's cost.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+_BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+RUNS = Counter("jobscheduler_runs", "Finished runs, by plugin and final status.", ["plugin", "status"])
+RUN_DURATION = Histogram(
+    "jobscheduler_run_duration_seconds", "Run duration (start to finish).", ["plugin"], buckets=_DURATION_BUCKETS
+)
+START_LAG = Histogram(
+    "jobscheduler_run_start_lag_seconds", "Slot-to-start lag of scheduled runs.", buckets=_LAG_BUCKETS
+)
+CLAIMS = Counter("jobscheduler_claims", "Slot claims, won (this node runs it) or lost (another node did).", ["result"])
+SLOTS = Counter(
+    "jobscheduler_slots_not_run", "Due slots not run: skipped (the job still ran) or coalesced (missed).", ["reason"]
+)
+RETRIES = Counter("jobscheduler_run_retries", "Runs retried after a failure.", ["plugin"])
+WRITER_QUEUE = Gauge(
+    "jobscheduler_writer_queue_depth", "Run records and log lines waiting for the writer.", multiprocess_mode="livesum"
+)
+WRITER_BATCH = Histogram(
+    "jobscheduler_writer_batch_seconds", "Time to write and commit one writer batch.", buckets=_BATCH_BUCKETS
+)
+LOG_LINES = Counter("jobscheduler_log_lines", "Log lines of runs, written to the database or published.", ["stage"])
+WEBSOCKETS = Gauge(
+    "jobscheduler_websocket_connections", "Open live-log websocket connections.", multiprocess_mode="livesum"
+)
+PLUGIN_LOAD_ERRORS = Counter("jobscheduler_plugin_load_errors", "Plugin code that failed to load.", ["plugin"])
+HEARTBEATS = Counter("jobscheduler_node_heartbeats", "Heartbeats this scheduler node wrote.")
+LAST_HEARTBEAT = Gauge(
+    "jobscheduler_node_last_heartbeat_timestamp_seconds",
+    "When this scheduler node last wrote its heartbeat (Unix time).",
+    multiprocess_mode="max",
+)
+ALERTS = Counter("jobscheduler_alerts", "Alert delivery attempts, by channel and result.", ["channel", "result"])
+
+
+def plugin_label(package: str) -> str:
+    """``plugins.sample_plugin@v0_1_0.plugin.Plugin`` -> ``sample_plugin@v0_1_0`` (bounded, readable)."""
+    return _plugin_label(package)
+
+
+@lru_cache(maxsize=4096)
+def _plugin_label(package: str) -> str:
+    parts = package.split(".")
+    if len(parts) >= 3 and parts[0] == "plugins":
+        return parts[1]
+    return parts[-3] if len(parts) >= 3 else package
+
+
+# labelled children, looked up once: ``labels()`` takes a lock and builds a tuple every call
+_run_children: dict[tuple[str, str], Any] = {}
+_duration_children: dict[str, Any] = {}
+
+
+# --- the engine's call sites --------------------------------------------------------------
+
+
+def run_started(lag_seconds: float | None) -> None:
+    """A scheduled run started ``lag_seconds`` after its slot (None for manual runs)."""
+    if lag_seconds is not None:
+        START_LAG.observe(max(lag_seconds, 0.0))
+
+
+def run_finished(package: str, status: str, duration_seconds: float | None) -> None:
+    key = (package, status)
+    child = _run_children.get(key)
+    if child is None:
+        child = _run_children[key] = RUNS.labels(plugin_label(package), status)
+    child.inc()
+    if duration_seconds is not None:
+        hist = _duration_children.get(package)
+        if hist is None:
+            hist = _duration_children[package] = RUN_DURATION.labels(plugin_label(package))
+        hist.observe(max(duration_seconds, 0.0))
+
+
+_CLAIMS_WON = CLAIMS.labels("won")
+_CLAIMS_LOST = CLAIMS.labels("lost")
+_SKIPPED = SLOTS.labels("skipped")
+_COALESCED = SLOTS.labels("coalesced")
+
+
+def claims(won: int, lost: int) -> None:
+    if won:
+        _CLAIMS_WON.inc(won)
+    if lost:
+        _CLAIMS_LOST.inc(lost)
+
+
+def slots_skipped(count: int = 1) -> None:
+    """Due slots not run because the job was still running (a job never overlaps itself)."""
+    _SKIPPED.inc(count)
+
+
+def slots_coalesced(count: int = 1) -> None:
+    """Missed slots (loop stalled, node down) folded into one run."""
+    _COALESCED.inc(count)
+
+
+def run_retried(package: str) -> None:
+    RETRIES.labels(plugin_label(package)).inc()
+
+
+def writer_queue_depth(depth: int) -> None:
+    WRITER_QUEUE.set(depth)
+
+
+def writer_batch(seconds: float) -> None:
+    WRITER_BATCH.observe(seconds)
+
+
+_LINES_WRITTEN = LOG_LINES.labels("written")
+_LINES_PUBLISHED = LOG_LINES.labels("published")
+
+
+def log_lines_written(count: int) -> None:
+    if count:
+        _LINES_WRITTEN.inc(count)
+
+
+def log_lines_published(count: int) -> None:
+    if count:
+        _LINES_PUBLISHED.inc(count)
+
+
+def plugin_load_error(package: str) -> None:
+    PLUGIN_LOAD_ERRORS.labels(plugin_label(package)).inc()
+
+
+def node_heartbeat(unix_time: float) -> None:
+    HEARTBEATS.inc()
+    LAST_HEARTBEAT.set(unix_time)
+
+
+# --- the web's call sites -----------------------------------------------------------------
+
+
+def websocket_opened() -> None:
+    WEBSOCKETS.inc()
+
+
+def websocket_closed() -> None:
+    WEBSOCKETS.dec()
+
+
+def alert_sent(channel: str, result: str) -> None:
+    ALERTS.labels(channel, result).inc()
+
+
+# --- exposition and access ----------------------------------------------------------------
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics of this process (or, in multiprocess mode, of every process sharing the folder)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def access_checker(token: str, allowed: list[str]) -> Callable[[str | None, str | None], bool]:
+    """``check(remote_address, authorization_header)``: the METRICS_TOKEN or an allowed address."""
+    networks = [ipaddress.ip_network(item, strict=False) for item in allowed]
+
+    def check(remote: str | None, authorization: str | None) -> bool:
+        if token and authorization == f"Bearer {token}":
+            return True
+        if not remote:
+            return False
+        try:
+            address = ipaddress.ip_address(remote.strip("[]"))
+        except ValueError:
+            return False
+        return any(address in network for network in networks)
+
+    return check
+
+
+def allowed(remote: str | None, authorization: str | None) -> bool:
+    from django.conf import settings
+
+    return access_checker(settings.METRICS_TOKEN, settings.METRICS_ALLOWED_ADDRESSES)(remote, authorization)
