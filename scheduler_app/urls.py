@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from scheduler_app import views
+from scheduler_app import ops_views, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -19,4 +19,5 @@ urlpatterns = [
     path("jobs/<int:job_id>/delete/", views.job_delete, name="job_delete"),
     path("jobs/<int:job_id>/runs/", views.job_runs, name="job_runs"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
+    path("jobs/<int:job_id>/history/", ops_views.job_history, name="job_history"),
 ]
