@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from scheduler_app import selectors, streams
+from scheduler_app import metrics, selectors, streams
 from scheduler_app.models import Plugin
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -124,6 +124,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         self.group = streams.log_group_name(plugin_id, user_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        metrics.websocket_opened()
         # Group messages queue up while this handler runs (Channels dispatches one at a time),
         # so everything relayed later comes after the backlog.
         context, lines = await _backlog(plugin_id, user_id, after, self.run_filter)
@@ -148,6 +149,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
+            metrics.websocket_closed()
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
