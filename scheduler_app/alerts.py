@@ -291,14 +291,15 @@ class AlertWorker:
             runs = runs.filter(job__alert_rule__isnull=False)
         # Runs applied already are left out here, so the look-back costs an index range, not work.
         runs = runs.exclude(job__alert_state__last_run_id__gte=F("id"))
-        rows = list(runs.order_by("finished_at", "id").values("id", "job_id", "status", "error", "finished_at")[:BATCH])
+        fields = ("id", "job_id", "status", "error", "finished_at")
+        rows: list[dict[str, Any]] = [dict(row) for row in runs.order_by("finished_at", "id").values(*fields)[:BATCH]]
         flips = 0
         for run in rows:
             try:
                 flips += apply_run(run, defaults, now) is not None
             except Exception as exc:  # one job's trouble must not stop the others' alerts
                 log.exception("alerts: run %s of job %s: %s", run["id"], run["job_id"], exc)
-        if rows:
+        if rows and rows[-1]["finished_at"] is not None:
             self.cursor = max(self.cursor, rows[-1]["finished_at"])
         return flips
 

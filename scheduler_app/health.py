@@ -155,8 +155,8 @@ class ProbeApp:
                     "text/plain; charset=utf-8",
                 )
                 return
-            body, content_type = metrics.exposition()
-            await _respond(send, 200, body, content_type)
+            data, content_type = metrics.exposition()
+            await _respond(send, 200, data, content_type)
 
 
 def _json(body: dict[str, Any]) -> bytes:
@@ -239,12 +239,12 @@ class NodeProbeServer:
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz":
                     error = probe.loop_error()
-                    body = {"status": "failing" if error else "ok", "node": probe.node_name}
-                    self._send(503 if error else 200, _json({**body, **({"error": error} if error else {})}))
+                    alive = {"status": "failing" if error else "ok", "node": probe.node_name}
+                    self._send(503 if error else 200, _json({**alive, **({"error": error} if error else {})}))
                 elif path == "/readyz":
                     checks = {"event_loop": probe.loop_error(), "heartbeat": probe.heartbeat_error()}
                     failing = [name for name, error in checks.items() if error]
-                    body = {
+                    body: dict[str, Any] = {
                         "status": "failing" if failing else "ok",
                         "node": probe.node_name,
                         "failing": failing,

@@ -39,7 +39,7 @@ class AuditEntryAdmin(_ReadOnly):
     list_select_related = ["owner"]
     ordering = ["-at", "-id"]
     show_full_result_count = False
-    fields = ["at", "actor_name", "actor", "via", "action", "summary", "job_link", "owner", "plugin", "changes_table"]
+    fields = ("at", "actor_name", "actor", "via", "action", "summary", "job_link", "owner", "plugin", "changes_table")
     readonly_fields = fields
 
     @admin.display(description="job", ordering="job_ref")
@@ -82,10 +82,10 @@ class AlertDeliveryAdmin(_ReadOnly):
     date_hierarchy = "created_at"
     ordering = ["-id"]
     show_full_result_count = False
-    fields = [
+    fields = (
         "created_at", "job", "run", "kind", "channel", "target", "subject", "body", "status", "attempts",
         "next_attempt_at", "response_code", "last_error", "sent_at",
-    ]  # fmt: skip
+    )  # fmt: skip
     readonly_fields = fields
 
     @admin.display(description="last error")
