@@ -25,7 +25,7 @@ from collections import defaultdict, deque
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler_app import streams
+from scheduler_app import metrics, streams
 from scheduler_app.writer import Batch, PendingLine, Writer
 
 log = logging.getLogger("scheduler_app.log_pipeline")
@@ -136,6 +136,7 @@ class Publisher:
 
     # called from the writer thread
     def on_committed(self, batch: Batch) -> None:
+        metrics.log_lines_written(len(batch.lines))
         if self.layer is None:
             return
         messages: list[tuple[str, dict[str, Any]]] = []
@@ -225,6 +226,8 @@ class Publisher:
             await self.layer.group_send(group, message)
             self._sent_in_batch += 1
             self.sent += 1
+            if message["type"] == "log.lines":
+                metrics.log_lines_published(len(message["lines"]))
 
 
 def status_message(record: Any) -> tuple[str, dict[str, Any]]:
