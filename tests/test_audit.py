@@ -3,6 +3,8 @@ who, when and through what; secrets are masked; only the owner and permitted ope
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -166,3 +168,13 @@ def test_only_the_owner_changes_the_alerts_and_the_change_is_audited(alice, staf
     assert "T0k3n" not in str(entry.changes)  # webhook URLs carry tokens: masked
     bad = login(alice).post(url, {**form, "email": "not-an-address"})
     assert bad.status_code == 400 and "is not an email address" in bad.content.decode()
+
+
+def test_commands_are_recorded_as_commands(db):
+    package = "plugins.sample_plugin@v0_1_0.plugin.Plugin"
+    call_command("plugins", "register", package, "--interval", "30", stdout=io.StringIO())
+    call_command("reloadplugin", package, stdout=io.StringIO())
+    assert list(AuditEntry.objects.order_by("id").values_list("action", "via")) == [
+        ("plugin.register", "command"),
+        ("plugin.reload", "command"),
+    ]
