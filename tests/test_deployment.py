@@ -7,6 +7,7 @@ template naming a file that does not exist would only fail here, as a 500 in pro
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import secrets
 import subprocess
@@ -164,3 +165,18 @@ def test_the_admin_works_behind_the_proxy(production):
     ):
         status, _, page = client.get(path)
         assert status == 200, (path, status, page[:500], log.read_text()[-3000:])
+
+
+def test_probes_answer_plain_http_for_any_host_under_the_production_settings(production):
+    # A kubelet probes the pod's address over plain HTTP: no redirect, no 400 for the host.
+    client, _ = production
+    conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=10)
+    conn.request("GET", "/healthz", headers={"Host": "10.0.0.5:8000"})
+    response = conn.getresponse()
+    assert (response.status, json.loads(response.read())) == (200, {"status": "ok"})
+    conn.request("GET", "/readyz", headers={"Host": "10.0.0.5:8000"})
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    # this machine has no redis.internal (the documented REDIS_URL) and this test no runscheduler
+    assert response.status == 503 and body["failing"] == ["channel_layer", "scheduler_nodes"]
+    assert body["checks"]["database"] == {"ok": True}
