@@ -40,6 +40,8 @@ WORK = Path("/tmp/jobscheduler-metrics-demo")
 DASHBOARD = ROOT / "docs" / "grafana-dashboard.json"
 SCREENSHOT = ROOT / "docs" / "screenshots" / "metrics-dashboard.png"
 WEB_PORT, NODE_PORTS, PROM_PORT, REDIS_PORT, HOOK_PORT = 8610, (8611, 8612), 8690, 6406, 8620
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"]  # fmt: skip
 COLOURS = ["#73bf69", "#f2cc0c", "#5794f2", "#ff9830", "#f2495c", "#b877d9", "#8ab8ff", "#ffb357"]
 
 
@@ -80,6 +82,7 @@ def prepare() -> None:
     sample = services.register_plugin("plugins.sample_plugin@v0_1_0.plugin.Plugin", interval=3)
     prod = services.register_plugin("plugins.prod_plugin@v0_1_0.plugin.Plugin", interval=10)
     users = [get_user_model().objects.create_user(f"user{i}", password="demo-pass-123") for i in range(12)]
+    get_user_model().objects.create_superuser("ops", "ops@example.com", "demo-pass-123")
     for i, user in enumerate(users):
         job = services.create_job(user, lab, {"samples": 2 + i % 4, "failure_rate": [0.05, 0.3, 0.8][i % 3]},
                                   activate=True)  # fmt: skip
@@ -180,6 +183,7 @@ def run_system(minutes: float) -> None:
         watcher.start()
         print(f"running the system for {minutes:g} min (logs in {WORK}) ...", flush=True)
         time.sleep(minutes * 60)
+        photograph_pages()
         render(f"http://127.0.0.1:{PROM_PORT}", minutes)
     finally:
         for proc in reversed(procs):
@@ -192,6 +196,44 @@ def run_system(minutes: float) -> None:
         hook.shutdown()
         subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def photograph_pages() -> None:
+    """The users' and operators' side of the same system: run statistics, a job's history and
+    alerts, the audit trail and the alert deliveries in the admin."""
+    from playwright.sync_api import sync_playwright
+
+    from scheduler_app.models import Job
+
+    lab_job = Job.objects.filter(user__username="user1", plugin__package__contains="lab_plugin").get()
+    base = f"http://127.0.0.1:{WEB_PORT}"
+    out = SCREENSHOT.parent
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 820})
+        page.goto(f"{base}/accounts/login/")
+        page.fill("input[name=username]", "user1")
+        page.fill("input[name=password]", "demo-pass-123")
+        page.click("button[type=submit], input[type=submit]")
+        page.wait_for_url(f"{base}/")
+        page.screenshot(path=str(out / "ops-dashboard-stats.png"))
+        page.goto(f"{base}/jobs/{lab_job.pk}/history/")
+        page.fill("input[name=email]", "user1@example.com")
+        page.fill("input[name=webhook_url]", f"http://127.0.0.1:{HOOK_PORT}/hook")
+        page.fill("input[name=after_failures]", "2")
+        page.click("text=Save alerts")
+        page.wait_for_load_state()
+        page.screenshot(path=str(out / "ops-job-history.png"), full_page=True)
+        page.context.clear_cookies()
+        page.goto(f"{base}/admin/login/")
+        page.fill("input[name=username]", "ops")
+        page.fill("input[name=password]", "demo-pass-123")
+        page.click("input[type=submit]")
+        page.goto(f"{base}/admin/scheduler_app/auditentry/")
+        page.screenshot(path=str(out / "ops-admin-audit.png"))
+        page.goto(f"{base}/admin/scheduler_app/alertdelivery/")
+        page.screenshot(path=str(out / "ops-admin-deliveries.png"))
+        browser.close()
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -298,11 +340,7 @@ h3 {{ font-size:13px; margin:0 0 4px; color:#ccccdc; font-weight:500; }}
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
         page_ = browser.new_page(viewport={"width": 1420, "height": 900})
         page_.goto(html_path.as_uri())
         out_png.parent.mkdir(parents=True, exist_ok=True)

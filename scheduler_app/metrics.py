@@ -34,6 +34,19 @@ from prometheus_client import (
     generate_latest,
 )
 
+
+def _enabled() -> bool:
+    """METRICS_ENABLED=false turns every call site into a no-op (to measure what metrics cost)."""
+    raw = os.environ.get("METRICS_ENABLED", "true").strip().lower()
+    if raw not in {"true", "false", "1", "0", "yes", "no", "on", "off", ""}:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"METRICS_ENABLED={raw!r}: expected true or false")
+    return raw in {"true", "1", "yes", "on"}
+
+
+ENABLED = _enabled()
+
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 _BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -93,11 +106,15 @@ _duration_children: dict[str, Any] = {}
 
 def run_started(lag_seconds: float | None) -> None:
     """A scheduled run started ``lag_seconds`` after its slot (None for manual runs)."""
+    if not ENABLED:
+        return
     if lag_seconds is not None:
         START_LAG.observe(max(lag_seconds, 0.0))
 
 
 def run_finished(package: str, status: str, duration_seconds: float | None) -> None:
+    if not ENABLED:
+        return
     key = (package, status)
     child = _run_children.get(key)
     if child is None:
@@ -117,6 +134,8 @@ _COALESCED = SLOTS.labels("coalesced")
 
 
 def claims(won: int, lost: int) -> None:
+    if not ENABLED:
+        return
     if won:
         _CLAIMS_WON.inc(won)
     if lost:
@@ -125,11 +144,15 @@ def claims(won: int, lost: int) -> None:
 
 def slots_skipped(count: int = 1) -> None:
     """Due slots not run because the job was still running (a job never overlaps itself)."""
+    if not ENABLED:
+        return
     _SKIPPED.inc(count)
 
 
 def slots_coalesced(count: int = 1) -> None:
     """Missed slots (loop stalled, node down) folded into one run."""
+    if not ENABLED:
+        return
     _COALESCED.inc(count)
 
 
@@ -138,10 +161,14 @@ def run_retried(package: str) -> None:
 
 
 def writer_queue_depth(depth: int) -> None:
+    if not ENABLED:
+        return
     WRITER_QUEUE.set(depth)
 
 
 def writer_batch(seconds: float) -> None:
+    if not ENABLED:
+        return
     WRITER_BATCH.observe(seconds)
 
 
@@ -150,11 +177,15 @@ _LINES_PUBLISHED = LOG_LINES.labels("published")
 
 
 def log_lines_written(count: int) -> None:
+    if not ENABLED:
+        return
     if count:
         _LINES_WRITTEN.inc(count)
 
 
 def log_lines_published(count: int) -> None:
+    if not ENABLED:
+        return
     if count:
         _LINES_PUBLISHED.inc(count)
 
