@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = Path("/tmp/jobscheduler-bench")
+BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/jobscheduler-bench"))
 PACKAGE = "bench_probe@v1_0_0.plugin.Plugin"
 
 
@@ -178,6 +178,8 @@ def measure_scheduler(db_url: str, jobs: int, interval: int, seconds: float, red
         "startup_wall_s": round(wall, 2),
         "rss_mb": round(rss),
         "cpu_s_per_s": round(cpu / (time.time() - started), 2),
+        # CPU per recorded run (the whole process, start-up included, over the recorded runs)
+        "cpu_ms_per_run": round(cpu * 1000 / len(recorded), 3) if recorded else None,
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 
@@ -286,6 +288,28 @@ asyncio.run(main())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compare_metrics(db_url: str, loads: list[tuple[int, int]], seconds: float, redis: bool, rounds: int) -> None:
+    """What Prometheus metrics cost: CPU per recorded run with METRICS_ENABLED=false and true,
+    alternated (off, on, off, on ...) so drift in the machine's load hits both alike."""
+    for jobs, interval in loads:
+        per_run: dict[str, list[float]] = {"false": [], "true": []}
+        for _ in range(rounds):
+            for enabled in ("false", "true"):
+                os.environ["METRICS_ENABLED"] = enabled
+                res = measure_scheduler(db_url, jobs, interval, seconds, redis)
+                print(f"metrics={enabled}", json.dumps(res), flush=True)
+                if res["cpu_ms_per_run"]:
+                    per_run[enabled].append(res["cpu_ms_per_run"])
+        off, on = (sorted(v)[len(v) // 2] for v in (per_run["false"], per_run["true"]))
+        print(
+            "metrics-cost",
+            json.dumps({"jobs": jobs, "interval": interval, "cpu_ms_per_run_off": off, "cpu_ms_per_run_on": on,
+                        "ratio": round(on / off, 3), "rounds": rounds}),
+            flush=True,
+        )  # fmt: skip
+    os.environ.pop("METRICS_ENABLED", None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["dispatch", "startup", "apscheduler", "all"], default="all")
@@ -293,12 +317,22 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=15, help="measuring window per scenario")
     parser.add_argument("--redis", action="store_true", help="publish through Redis (REDIS_URL) in dispatch runs")
+    parser.add_argument(
+        "--compare-metrics",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="dispatch only: alternate METRICS_ENABLED=false/true ROUNDS times per load, report CPU per run of each",
+    )
     args = parser.parse_args()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     db_url = os.environ.get("DB_CONNECTION") or f"sqlite:///{BENCH_DIR / 'bench.db'}"
     setup_django(db_url)
     results: dict[str, list] = {"dispatch": [], "startup": [], "apscheduler": []}
     loads = [(j, args.interval) for j in (args.jobs or [1000, 10000])]
+    if args.compare_metrics:
+        compare_metrics(db_url, loads, args.seconds, args.redis, args.compare_metrics)
+        return
     if args.only == "all":
         loads += [(10000, 2), (10000, 1)]  # 5,000 and 10,000 offered runs/s: where does it saturate?
     if args.only in ("dispatch", "all"):
