@@ -83,10 +83,6 @@ class PluginRow:
     jobs: list[JobRow] = field(default_factory=list)
     url: str = ""
 
-    @property
-    def active_job(self) -> JobRow | None:
-        return next((j for j in self.jobs if j.active), None)
-
 
 def dashboard(user: Any) -> list[PluginRow]:
     """Every enabled plugin with ``user``'s jobs for it, each job with its last and next run (3 queries)."""
@@ -228,5 +224,5 @@ def stream_context(plugin_id: int, user_id: int) -> dict[str, Any]:
         job__user_id=user_id,
         job__plugin_id=plugin_id,
         status__in=[JobRun.Status.QUEUED, JobRun.Status.RUNNING],
-    ).order_by("-id")[:20]
-    return {"jobs": jobs, "runs": [streams.run_payload(r) for r in live]}
+    ).select_related("job").order_by("-id")[:20]
+    return {"jobs": jobs, "runs": [streams.run_payload(streams.RunSnapshot.of(r)) for r in live]}
