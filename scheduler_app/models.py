@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import ExpressionWrapper, Q
+from django.db.models import ExpressionWrapper, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -107,8 +107,8 @@ class Job(models.Model):
         """Seconds a run may take (``JobQuerySet.with_effective_timeout`` says how)."""
         if self.pk is None:
             raise ValueError("an unsaved job has no effective timeout yet")
-        seconds: int = Job.objects.with_effective_timeout().values_list("effective_timeout_seconds", flat=True).get(
-            pk=self.pk
+        seconds: int = (
+            Job.objects.with_effective_timeout().values_list("effective_timeout_seconds", flat=True).get(pk=self.pk)
         )
         return seconds
 
@@ -240,4 +240,5 @@ class SchedulerNode(models.Model):
         annotated = getattr(self, "alive_now", None)
         if annotated is not None:
             return bool(annotated)
-        return alive_condition().check({"stopped_at": self.stopped_at, "last_heartbeat": self.last_heartbeat})
+        fields = {name: Value(getattr(self, name), models.DateTimeField()) for name in ("stopped_at", "last_heartbeat")}
+        return alive_condition().check(fields)

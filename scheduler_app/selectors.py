@@ -220,9 +220,13 @@ def stream_context(plugin_id: int, user_id: int) -> dict[str, Any]:
         str(pk): (desc or f"job {pk}")
         for pk, desc in Job.objects.filter(user_id=user_id, plugin_id=plugin_id).values_list("id", "description")
     }
-    live = JobRun.objects.filter(
-        job__user_id=user_id,
-        job__plugin_id=plugin_id,
-        status__in=[JobRun.Status.QUEUED, JobRun.Status.RUNNING],
-    ).select_related("job").order_by("-id")[:20]
+    live = (
+        JobRun.objects.filter(
+            job__user_id=user_id,
+            job__plugin_id=plugin_id,
+            status__in=[JobRun.Status.QUEUED, JobRun.Status.RUNNING],
+        )
+        .select_related("job")
+        .order_by("-id")[:20]
+    )
     return {"jobs": jobs, "runs": [streams.run_payload(streams.RunSnapshot.of(r)) for r in live]}
