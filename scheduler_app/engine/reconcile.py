@@ -68,6 +68,12 @@ class Reconciler:
                 await self.once(None if full else scope)
             except Exception as exc:
                 log.warning("reconcile failed (%s: %s); retrying", type(exc).__name__, exc)
+                # What was asked for is still owed: ask again, after a pause.
+                if full or scope is None:
+                    self._full_due = True
+                else:
+                    self.want(list(scope[0]), list(scope[1]))
+                self._ready.set()
                 await asyncio.sleep(1)
                 continue
             if full or scope is None:
