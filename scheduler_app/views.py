@@ -1,10 +1,11 @@
 """The users' pages: dashboard, plugin page with job actions, run history and run page.
 
 Every view requires login. Objects are looked up through the requesting user: someone
-else's job or run is a 404, never a 403, so ids leak nothing. Staff may *view* any user's
-pages (``?user=<id>`` or ``/users/<id>/plugins/<id>/``) but change only their own jobs here;
-operators change other people's jobs in the admin. Every change goes through
-``scheduler_app.services``.
+else's job or run is a 404, never a 403, so ids leak nothing. Users with the permission to
+read every user's jobs (``access.can_view``: ``scheduler_app.view_job``, not ``is_staff``)
+may *view* any user's pages (``?user=<id>`` or ``/users/<id>/plugins/<id>/``) but change only
+their own jobs here; operators change other people's jobs in the admin. Every change goes
+through ``scheduler_app.services``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from scheduler_app import selectors, services
+from scheduler_app import access, selectors, services
 from scheduler_app.forms import ConfirmDeleteForm, JobForm
 from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import PluginLoadError
@@ -61,7 +62,7 @@ def csp(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
 
 
 def _subject(request: HttpRequest, user_id: int | None = None) -> Any:
-    """The user whose pages are shown: the requester, or (staff only) the one named."""
+    """The user whose pages are shown: the requester, or (if they may read it) the one named."""
     if user_id is None:
         raw = request.GET.get("user")
         if raw:
@@ -71,7 +72,7 @@ def _subject(request: HttpRequest, user_id: int | None = None) -> Any:
                 raise Http404("no such user") from None
     if user_id is None or user_id == request.user.pk:
         return request.user
-    if not request.user.is_staff:
+    if not access.can_view(request.user, user_id):
         raise Http404("no such user")
     return get_object_or_404(User, pk=user_id)
 
@@ -87,10 +88,17 @@ def _own_job(request: HttpRequest, job_id: int) -> Job:
 
 
 def _visible_job(request: HttpRequest, job_id: int) -> Job:
-    jobs = Job.objects.select_related("plugin", "user")
-    if not request.user.is_staff:
-        jobs = jobs.filter(user_id=_uid(request))
-    return get_object_or_404(jobs, pk=job_id)
+    job = get_object_or_404(Job.objects.select_related("plugin", "user"), pk=job_id)
+    if not access.can_view(request.user, job.user_id):
+        raise Http404("no such job")
+    return job
+
+
+def _visible_run(request: HttpRequest, run_id: int) -> JobRun:
+    run = get_object_or_404(JobRun.objects.select_related("job__plugin", "job__user"), pk=run_id)
+    if not access.can_view(request.user, run.job.user_id):
+        raise Http404("no such run")
+    return run
 
 
 def _plugin_url(plugin: Plugin, user: Any, request: HttpRequest, job: Job | None = None) -> str:
@@ -132,7 +140,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         row.url = _plugin_url(row.plugin, subject, request)
         _add_urls(row.jobs)
     owners = None
-    if request.user.is_staff:  # staff may look at anyone's pages: offer the users who have jobs
+    if access.can_view_all(request.user):  # may look at anyone's pages: offer the users who have jobs
         owners = User.objects.filter(jobs__isnull=False).distinct().order_by("username")[:500]
     return render(
         request,
@@ -227,10 +235,7 @@ def job_runs(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    runs = JobRun.objects.select_related("job__plugin", "job__user")
-    if not request.user.is_staff:
-        runs = runs.filter(job__user_id=_uid(request))
-    run = get_object_or_404(runs, pk=run_id)
+    run = _visible_run(request, run_id)
     lines, truncated = selectors.run_lines(run)
     return render(
         request,

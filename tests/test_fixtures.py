@@ -189,3 +189,18 @@ def test_manage_py_loaddata_exits_1_with_one_line_and_no_traceback(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("CommandError: Problem installing fixture"), result.stderr
     assert "scheduler_app.Job(pk=42)" in lines[0] and "NUL" in lines[0]
     assert not Job.objects.exists()
+
+
+def test_the_demo_admin_reads_every_users_pages_and_the_operators_group_grants_it(demo):
+    from django.contrib.auth.models import Group
+
+    from scheduler_app.access import can_view
+
+    users = get_user_model().objects
+    admin, alice, bob = users.get(username="admin"), users.get(username="alice"), users.get(username="bob")
+    assert can_view(admin, alice) and can_view(admin, bob) and not can_view(alice, bob)
+    operator = users.create_user("olga", password="olga-pass", is_staff=True)
+    assert not can_view(operator, alice)  # staff status alone reads nothing of others
+    operator.groups.add(Group.objects.get(name="operators"))
+    operator = users.get(pk=operator.pk)  # permissions are cached per user object
+    assert can_view(operator, alice) and operator.has_perm("scheduler_app.view_jobrun")

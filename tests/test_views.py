@@ -84,7 +84,7 @@ def test_the_dashboard_query_count_does_not_grow_with_jobs_and_runs(
                 JobRun(job=j, slot=timezone.now() - timedelta(seconds=k), status=JobRun.Status.SUCCEEDED)
                 for k in range(5)
             )
-    with django_assert_max_num_queries(6):  # session, user, plugins, jobs (+ last run), runs
+    with django_assert_max_num_queries(8):  # session, user, its permissions (user, groups), plugins, jobs, runs
         assert client.get("/").status_code == 200
 
 
