@@ -582,7 +582,12 @@ class JobRunAdmin(ReadOnlyAdmin):
         )
         more = ""
         if obj.log_count > len(lines):
-            more = format_html("<p>Showing the last {} of {} lines.</p>", len(lines), obj.log_count)
+            more = format_html(
+                '<p>Showing the last {} of {} lines; <a href="{}">download the whole log</a>.</p>',
+                len(lines),
+                obj.log_count,
+                reverse("run_log", args=[obj.pk]),
+            )
         return format_html(
             '{}<pre style="max-height:40em;overflow:auto;white-space:pre-wrap">{}</pre>{}', more, body, link
         )

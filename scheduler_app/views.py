@@ -10,14 +10,24 @@ through ``scheduler_app.services``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -236,7 +246,9 @@ def job_runs(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _visible_run(request, run_id)
-    lines, truncated = selectors.run_lines(run)
+    # The tail only: the browser renders these lines with the same code as live ones, and
+    # asks for earlier pages (run_log_lines) or downloads the whole log (run_log_download).
+    lines, earlier = selectors.run_log_page(run)
     return render(
         request,
         "scheduler_app/run.html",
@@ -244,12 +256,58 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             "run": run,
             "job": run.job,
             "lines": lines,
-            "truncated": truncated,
-            "last_line_id": lines[-1].pk if lines else 0,
+            "earlier": earlier,
+            "first_seq": lines[0]["seq"] if lines else 0,
+            "last_line_id": lines[-1]["id"] if lines else 0,
             "ws_path": f"/ws/logs/{run.job.plugin_id}/{run.job.user_id}/",
             "plugin_url": _plugin_url(run.job.plugin, run.job.user, request, run.job),
         },
     )
+
+
+@login_required
+@require_GET
+def run_log_lines(request: HttpRequest, run_id: int) -> HttpResponse:
+    """``?before=<seq>``: the page of lines before that line, as JSON (the run page's "earlier lines")."""
+    run = _visible_run(request, run_id)
+    try:
+        before = int(request.GET["before"])
+    except (KeyError, ValueError):
+        return JsonResponse({"error": "before=<line sequence number> is required"}, status=400)
+    lines, earlier = selectors.run_log_page(run, before_seq=before)
+    return JsonResponse({"lines": lines, "earlier": earlier})
+
+
+@login_required
+@require_GET
+def run_log_download(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The whole log as plain text, streamed from the database a chunk at a time."""
+    run = _visible_run(request, run_id)
+    # An ASGI server consumes an async iterator as a stream but would buffer a sync one
+    # whole (and a WSGI server the reverse), so give each the kind it streams.
+    chunks = _log_chunks_async(run.pk) if isinstance(request, ASGIRequest) else _log_chunks(run.pk)
+    response = StreamingHttpResponse(chunks, content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.log"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _log_chunks(run_id: int) -> Iterator[bytes]:
+    after: int | None = 0
+    while after is not None:
+        text, after = selectors.log_text_chunk(run_id, after)
+        yield text.encode()
+
+
+async def _log_chunks_async(run_id: int) -> AsyncIterator[bytes]:
+    after: int | None = 0
+    try:
+        while after is not None:
+            text, after = await sync_to_async(selectors.log_text_chunk)(run_id, after)
+            yield text.encode()
+    finally:
+        # A long download may outlast the request's own clean-up: release the connection it read with.
+        await sync_to_async(close_old_connections)()
 
 
 # --- actions (POST only, own jobs only, through the service layer) ---------------------------
