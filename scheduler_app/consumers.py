@@ -1,8 +1,8 @@
 """The live log websocket: ``/ws/logs/<plugin_id>/<user_id>/``.
 
 Order on connect matters:
-1. authenticate and authorise (the owner or staff) *before* joining any group; a refused
-   socket is accepted only to be closed at once with a code the browser can show
+1. authenticate and authorise (``access.can_view``: the owner, or a user allowed to read all)
+   *before* joining any group; a refused socket is accepted only to be closed at once with a code the browser can show
    (4401 not logged in, 4403 not allowed, 4404 no such plugin), so it stops retrying;
 2. join the group, *then* read the backlog from the database: a line persisted in between is
    both replayed and relayed, and the duplicate is dropped here by id, so there is no gap;
@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from scheduler_app import selectors, streams
+from scheduler_app import access, selectors, streams
 from scheduler_app.models import Plugin
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -88,6 +88,12 @@ def _missing_lines(gaps: list[tuple[int, int, int]], floor: int) -> list[dict[st
 
 
 @database_sync_to_async
+def _may_view(user: Any, owner_id: int) -> bool:
+    # A thread: checking a permission may read the user's groups from the database.
+    return access.can_view(user, owner_id)
+
+
+@database_sync_to_async
 def _plugin_exists(plugin_id: int) -> bool:
     return Plugin.objects.filter(pk=plugin_id).exists()
 
@@ -110,7 +116,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self._refuse(CLOSE_UNAUTHENTICATED)
             return
-        if user.pk != user_id and not user.is_staff:
+        if not await _may_view(user, user_id):
             await self._refuse(CLOSE_FORBIDDEN)
             return
         if not await _plugin_exists(plugin_id):
