@@ -26,6 +26,8 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.conf import settings
 
 from scheduler_app import live_hub, selectors, socket_flow, streams
 from scheduler_app.live_hub import CLOSE_FELL_BEHIND as CLOSE_FELL_BEHIND
@@ -36,6 +38,8 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 #: The most lines one gap repair fetches.
 _GAP_MAX = 5000
+#: The most stored lines one reconnect replays (in chunks of selectors.REPLAY_MAX).
+CATCH_UP_MAX = 100_000
 #: The ASGI scope extension through which the server reports a socket's send buffer (socket_flow.py).
 WRITE_FLOW_EXTENSION = socket_flow.EXTENSION
 
@@ -59,7 +63,6 @@ def _may_watch(user: Any, owner_id: int) -> bool:
 def _layer_notice(layer: Any) -> str:
     """Why live lines cannot arrive, if the configuration makes that certain; else ``""``."""
     from channels.layers import InMemoryChannelLayer
-    from django.conf import settings
 
     if isinstance(layer, InMemoryChannelLayer) and not settings.SCHEDULER["EMBEDDED"]:
         # The scheduler runs in another process and the in-memory layer never leaves this one.
@@ -76,6 +79,11 @@ def _missing_lines(gaps: list[tuple[int, int, int]], floor: int) -> list[dict[st
 
 
 @database_sync_to_async
+def _replay_after(plugin_id: int, user_id: int, after: int, run_id: int | None) -> list[dict[str, Any]]:
+    return selectors.replay_lines(plugin_id, user_id, after=after, run_id=run_id)
+
+
+@database_sync_to_async
 def _plugin_exists(plugin_id: int) -> bool:
     return Plugin.objects.filter(pk=plugin_id).exists()
 
@@ -88,6 +96,9 @@ def _backlog(plugin_id: int, user_id: int, after: int | None, run_id: int | None
 
 
 class LogConsumer(AsyncJsonWebsocketConsumer):
+    # No channel of its own: one more channel-layer reader per socket would cost a Redis round
+    # trip per message; live frames come through the process's feed (live_hub) instead.
+    channel_layer_alias = None  # type: ignore[assignment]
     group: str | None = None
     viewer: live_hub.Viewer | None = None
 
@@ -115,20 +126,34 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
             fetch_missing=_missing_lines,
             run_filter=run_filter,
             flow=self.scope.get("extensions", {}).get(WRITE_FLOW_EXTENSION),
+            max_queued_bytes=settings.LIVE_LOG_VIEWER_BUFFER,
         )
         self.group = streams.log_group_name(plugin_id, user_id)
-        await live_hub.hub_for(self.channel_layer).join(self.group, self.viewer)
+        await live_hub.hub_for(get_channel_layer()).join(self.group, self.viewer)
         await self.accept()
         # Live frames queue in the viewer until start(), so everything relayed comes after the backlog.
         context, lines = await _backlog(plugin_id, user_id, after, run_filter)
         hello = {"type": "hello", "jobs": context["jobs"], "runs": context["runs"]}
-        notice = _layer_notice(self.channel_layer)
+        notice = _layer_notice(get_channel_layer())
         if notice:
             hello["notice"] = notice
         await self.send_json(hello)
-        await self.send_json({"type": "lines", "lines": lines, "replay": True})
         floor = after if after is not None else (lines[0]["id"] - 1 if lines else 0)
-        self.viewer.start(lines, floor)
+        await self._replay(lines)
+        # A resume that found a full chunk catches up in further chunks (a socket that fell far
+        # behind), each sent once the previous one has left the server's buffer.
+        sent = len(lines)
+        while after is not None and len(lines) == selectors.REPLAY_MAX and sent < CATCH_UP_MAX:
+            await self.viewer.writable()
+            lines = await _replay_after(plugin_id, user_id, lines[-1]["id"], run_filter)
+            await self._replay(lines)
+            sent += len(lines)
+        self.viewer.start(floor)
+
+    async def _replay(self, lines: list[dict[str, Any]]) -> None:
+        assert self.viewer is not None
+        self.viewer.note_replay(lines)
+        await self.send_json({"type": "lines", "lines": lines, "replay": True})
 
     async def _refuse(self, code: int) -> None:
         # Accept-then-close: closing before accept() is an HTTP 403 in which the browser sees no code.
@@ -143,7 +168,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.group is not None and self.viewer is not None:
-            await live_hub.hub_for(self.channel_layer).leave(self.group, self.viewer)
+            await live_hub.hub_for(get_channel_layer()).leave(self.group, self.viewer)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """The browser has nothing to say; ignore whatever it sends."""

@@ -36,8 +36,6 @@ log = logging.getLogger("scheduler_app.live_hub")
 CLOSE_FELL_BEHIND = 4429
 #: Frames a viewer may hold unsent before it is told it fell behind (bytes of encoded text).
 MAX_QUEUED_BYTES = 1_000_000
-#: Replayed ids remembered to drop their live duplicates; the newest ones are the only candidates.
-DEDUP_WINDOW = 2000
 #: A replayed line's live copy arrives within this many seconds of the replay (publishing is immediate).
 DEDUP_SECONDS = 30.0
 #: Runs whose last line number a viewer remembers (for gap repair).
@@ -53,20 +51,25 @@ FetchMissing = Callable[[list[Gap], int], Awaitable[list[dict[str, Any]]]]
 
 
 class WriteFlow(Protocol):
-    """What the ASGI server tells about one socket's outgoing buffer (``socket_flow.py``)."""
+    """What the ASGI server offers for one socket beyond ``send`` (``socket_flow.py``)."""
 
     def paused(self) -> bool:
         """True while the server holds more unsent bytes for this socket than it wants to."""
+        ...
+
+    def write_frame(self, wire: bytes) -> bool:
+        """Queue an encoded websocket frame on the socket at once; False if it is not open."""
         ...
 
 
 class Frame:
     """One published message as every viewer of the stream sees it, described once."""
 
-    __slots__ = ("_text", "inner_gaps", "kind", "lines", "max_id", "min_id", "ranges", "run")
+    __slots__ = ("_text", "_wire", "inner_gaps", "kind", "lines", "max_id", "min_id", "ranges", "run")
 
     def __init__(self, message: dict[str, Any]) -> None:
         self._text: str | None = None
+        self._wire: bytes | None = None
         if message.get("type") == "run.status":
             self.kind = "run"
             self.run: dict[str, Any] = message.get("run") or {}
@@ -93,6 +96,40 @@ class Frame:
                 self._text = json.dumps({"type": "lines", "lines": self.lines, "replay": False})
         return self._text
 
+    @property
+    def wire(self) -> bytes:
+        """The frame as websocket bytes (server frames are unmasked: the same for every socket)."""
+        if self._wire is None:
+            self._wire = text_frame(self.text)
+        return self._wire
+
+
+def text_frame(text: str) -> bytes:
+    """One final, unmasked websocket text frame (RFC 6455 5.2) carrying ``text``."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 65536:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return header + payload
+
+
+class _Repair:
+    """Lines to send after the stored lines that fill ``gaps`` are fetched."""
+
+    __slots__ = ("gaps", "lines")
+
+    def __init__(self, gaps: list[Gap], lines: list[dict[str, Any]]) -> None:
+        self.gaps = gaps
+        self.lines = lines
+
+
+#: What a viewer queues: a shared frame, its own text, or a gap to repair first.
+_Item = Frame | str | _Repair
+
 
 def describe(lines: list[dict[str, Any]]) -> tuple[dict[int, tuple[int, int]], list[Gap]]:
     """Per run, the first and last sequence number in ``lines``; and the holes between them."""
@@ -114,9 +151,12 @@ def describe(lines: list[dict[str, Any]]) -> tuple[dict[int, tuple[int, int]], l
 class Viewer:
     """One socket's view of a stream: its filters, its gap repair and its bounded send queue.
 
-    Frames are queued from the moment the viewer joins (before its replay is read), and sent
-    only after ``start()``, so nothing persisted between the join and the replay is lost; the
-    lines that arrive both ways are dropped here by id.
+    Frames are held from the moment the viewer joins (before its replay is read) and sent only
+    after ``start()``, so nothing persisted between the join and the replay is lost; the lines
+    that arrive both ways are dropped here by id. After that, each frame is prepared for this
+    viewer as it arrives (filters, sequence bookkeeping) and, when the socket is idle and the
+    server lets us (``WriteFlow.write_frame``), written at once as shared bytes; otherwise it
+    waits in the queue for the viewer's own task.
     """
 
     def __init__(
@@ -135,12 +175,16 @@ class Viewer:
         self.run_filter = run_filter
         self._flow = flow
         self.max_queued_bytes = max_queued_bytes
-        self._queue: deque[Frame] = deque()
+        self._held: list[Frame] = []  # frames that arrived before start()
+        self._queue: deque[tuple[_Item, int]] = deque()
         self.queued_bytes = 0
+        self.started = False
         self.fell_behind = False
+        self._busy = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.replayed: set[int] = set()
+        self._previous_replay: set[int] = set()
         self._replayed_max = 0
         self._dedupe_until = 0.0
         self.floor = 0
@@ -148,15 +192,30 @@ class Viewer:
         self.sent_frames = 0
 
     # -- called by the consumer
-    def start(self, replayed: list[dict[str, Any]], floor: int) -> None:
-        """Begin sending live frames; ``replayed`` are the lines the socket just got from the database."""
-        self.replayed = {line["id"] for line in replayed[-DEDUP_WINDOW:]}
-        self._replayed_max = max(self.replayed, default=0)
+    def note_replay(self, lines: list[dict[str, Any]]) -> None:
+        """Record lines the socket got from the database (in chunks, oldest first) before ``start()``."""
+        ids = {line["id"] for line in lines}
+        # The live copies of replayed lines can only be among the newest: the last two chunks.
+        self.replayed = self._previous_replay | ids
+        self._previous_replay = ids
+        self._replayed_max = max(self._replayed_max, max(ids, default=0))
+        self._note(*describe(lines))
+
+    def start(self, floor: int) -> None:
+        """Begin sending live frames, after the replay; lines below ``floor`` are never fetched."""
         self._dedupe_until = time.monotonic() + DEDUP_SECONDS
-        # Lines below the floor are history this view deliberately does not show: never fetch them.
         self.floor = floor
-        self._note(*describe(replayed))
         self._task = asyncio.get_running_loop().create_task(self._sender(), name="live log viewer")
+        self.started = True
+        held, self._held = self._held, []
+        self.queued_bytes = 0
+        for frame in held:
+            self.offer(frame)
+
+    async def writable(self) -> None:
+        """Wait until the server's buffer for this socket has room (a no-op for servers whose send waits)."""
+        while self._flow is not None and self._flow.paused():
+            await asyncio.sleep(FLOW_POLL)
 
     async def stop(self) -> None:
         if self._task is not None and self._task is not asyncio.current_task():
@@ -168,18 +227,44 @@ class Viewer:
     def offer(self, frame: Frame) -> None:
         if self.fell_behind:
             return
-        size = len(frame.text)
+        if not self.started:
+            self._hold(frame, len(frame.text))
+            return
+        item = self._prepare(frame)
+        if item is None:
+            return
+        flow = self._flow
+        if not self._queue and not self._busy and flow is not None and not isinstance(item, _Repair):
+            # The common case: nothing waiting, so write now (no task switch, no per-socket encoding).
+            if not flow.paused():
+                flow.write_frame(item.wire if isinstance(item, Frame) else text_frame(item))
+                self.sent_frames += 1
+                return
+        if isinstance(item, Frame):
+            size = len(item.text)
+        elif isinstance(item, str):
+            size = len(item)
+        else:
+            size = 200 * len(item.lines)
+        self._hold(item, size)
+
+    def _hold(self, item: _Item, size: int) -> None:
         if self.queued_bytes + size > self.max_queued_bytes:
             # Buffering more would let one stalled socket eat the process's memory: drop what is
             # queued and let the browser catch up from the database instead.
             self.fell_behind = True
+            self._held = []
             self._queue.clear()
             self.queued_bytes = 0
             self._wake.set()
             return
-        self._queue.append(frame)
         self.queued_bytes += size
-        self._wake.set()
+        if self.started:
+            self._queue.append((item, size))
+            self._wake.set()
+        else:
+            assert isinstance(item, Frame)
+            self._held.append(item)
 
     async def _sender(self) -> None:
         while True:
@@ -196,25 +281,36 @@ class Viewer:
                 # where they are counted against the bound, until it drains.
                 await asyncio.sleep(FLOW_POLL)
                 continue
-            frame = self._queue.popleft()
-            self.queued_bytes -= len(frame.text)
-            text = await self._render(frame)
-            if text is not None:
-                await self._send_text(text)
-                self.sent_frames += 1
+            item, size = self._queue.popleft()
+            self._busy = True
+            try:
+                if isinstance(item, _Repair):
+                    # The publisher dropped a batch (Redis outage, overflow): the lines are
+                    # stored, so fetch them rather than show a log with a hole in it.
+                    missing = await self._fetch_missing(item.gaps, self.floor)
+                    item = json.dumps({"type": "lines", "lines": missing + item.lines, "replay": False})
+                if self._flow is not None:
+                    self._flow.write_frame(item.wire if isinstance(item, Frame) else text_frame(item))
+                else:
+                    await self._send_text(item.text if isinstance(item, Frame) else item)
+            finally:
+                self._busy = False
+                self.queued_bytes -= size
+            self.sent_frames += 1
 
-    async def _render(self, frame: Frame) -> str | None:
-        """The text this viewer sends for ``frame``: the shared encoding when nothing differs."""
+    def _prepare(self, frame: Frame) -> _Item | None:
+        """What this viewer sends for ``frame``: the shared frame when nothing differs."""
         if frame.kind == "run":
             if self.run_filter is not None and frame.run.get("id") != self.run_filter:
                 return None
-            return frame.text
+            return frame
         lines = frame.lines
         ranges, inner_gaps = frame.ranges, frame.inner_gaps
         filtered = False
         if self.replayed:
             if time.monotonic() >= self._dedupe_until:
-                self.replayed = set()  # anything replayed has long been published: stop checking
+                # anything replayed has long been published: stop checking
+                self.replayed = self._previous_replay = set()
             elif frame.min_id <= self._replayed_max:
                 lines = [line for line in lines if line["id"] not in self.replayed]
                 filtered = len(lines) != len(frame.lines)
@@ -227,12 +323,9 @@ class Viewer:
             ranges, inner_gaps = describe(lines)
         gaps = self._note(ranges, inner_gaps)
         if gaps:
-            # The publisher dropped a batch (Redis outage, overflow): the lines are stored, so
-            # fetch them rather than show a log with a hole in it.
-            missing = await self._fetch_missing(gaps, self.floor)
-            return json.dumps({"type": "lines", "lines": missing + lines, "replay": False})
+            return _Repair(gaps, lines)
         if not filtered:
-            return frame.text
+            return frame
         return json.dumps({"type": "lines", "lines": lines, "replay": False})
 
     def _note(self, ranges: dict[int, tuple[int, int]], inner_gaps: list[Gap]) -> list[Gap]:
