@@ -10,8 +10,8 @@ already got in its replay) or repair a gap.
 
 Each viewer has a bounded queue drained by its own task, so a slow socket never holds up the
 feed or the other viewers. A viewer whose queue passes ``max_queued_bytes`` (a backgrounded
-tab, a bad network) is dropped from the live stream: it is sent ``{"type": "behind"}`` and
-closed with ``CLOSE_FELL_BEHIND``; the browser reconnects with ``?after=<last id it showed>``
+tab, a bad network) is dropped from the live stream: it is sent ``{"type": "behind"}`` (and
+closed with ``CLOSE_FELL_BEHIND`` if it does not close by itself); the browser reconnects with ``?after=<last id it showed>``
 and catches up from the database, like after any reconnect. Memory per viewer is therefore
 bounded by the queue, plus what the server buffers for the socket (see ``socket_flow.py``).
 
@@ -34,6 +34,8 @@ log = logging.getLogger("scheduler_app.live_hub")
 
 #: Close code telling the browser it fell behind and should resume from the database.
 CLOSE_FELL_BEHIND = 4429
+#: Seconds a viewer told it fell behind has to close by itself before it is closed.
+BEHIND_GRACE = 10.0
 #: Frames a viewer may hold unsent before it is told it fell behind (bytes of encoded text).
 MAX_QUEUED_BYTES = 1_000_000
 #: A replayed line's live copy arrives within this many seconds of the replay (publishing is immediate).
@@ -270,6 +272,11 @@ class Viewer:
         while True:
             if self.fell_behind:
                 await self._send_text(json.dumps({"type": "behind"}))
+                # The browser closes and resumes when it reads this. A socket that reads nothing
+                # for a while longer is closed from here; closing at once would make the server
+                # abort the connection after its short close handshake, and an abort can discard
+                # the notice still in flight.
+                await asyncio.sleep(BEHIND_GRACE)
                 await self._close(CLOSE_FELL_BEHIND)
                 return
             if not self._queue:
@@ -288,7 +295,8 @@ class Viewer:
                     # The publisher dropped a batch (Redis outage, overflow): the lines are
                     # stored, so fetch them rather than show a log with a hole in it.
                     missing = await self._fetch_missing(item.gaps, self.floor)
-                    item = json.dumps({"type": "lines", "lines": missing + item.lines, "replay": False})
+                    merged = sorted(missing + item.lines, key=lambda line: line["id"])  # stored order
+                    item = json.dumps({"type": "lines", "lines": merged, "replay": False})
                 if self._flow is not None:
                     self._flow.write_frame(item.wire if isinstance(item, Frame) else text_frame(item))
                 else:
