@@ -13,7 +13,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from jobscheduler.ws_origin import SameOriginValidator  # noqa: E402
 
 websocket_urlpatterns: list = []
 try:
@@ -22,13 +23,17 @@ except ImportError:  # until the consumers land
     pass
 
 from scheduler_app.health import ProbeApp  # noqa: E402
+from scheduler_app.socket_flow import with_write_flow  # noqa: E402
 
 # /healthz, /readyz and /metrics are answered in front of Django (scheduler_app/health.py says why).
 application = ProbeApp(
-    ProtocolTypeRouter(
-        {
-            "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-        }
+    with_write_flow(
+        ProtocolTypeRouter(
+            {
+                "http": django_asgi_app,
+                # Same origin as Django's CSRF check (scheme, host and port), not just an allowed host.
+                "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            }
+        )
     )
 )

@@ -63,6 +63,14 @@ def check_database() -> str:
         connection.close()  # a probe thread must not keep connections (PostgreSQL counts them)
 
 
+def database_name() -> str:
+    """Which database, for messages: vendor, host, port and name (never the password)."""
+    cfg = connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"database sqlite {cfg['NAME']}"
+    return f"database {connection.vendor} at {cfg.get('HOST') or 'localhost'}:{cfg.get('PORT') or 5432}/{cfg['NAME']}"
+
+
 def live_nodes() -> int:
     from scheduler_app.models import SchedulerNode
 
@@ -101,7 +109,7 @@ async def readiness() -> tuple[bool, dict[str, Any]]:
     # Their own threads (not the one thread Django's sync code shares): a hung database
     # connection must not hold up the pages.
     db_error, layer_error, nodes = await asyncio.gather(
-        _with_timeout(sync_to_async(check_database, thread_sensitive=False)(), "database"),
+        _with_timeout(sync_to_async(check_database, thread_sensitive=False)(), database_name()),
         _with_timeout(check_channel_layer(), "channel layer"),
         _with_timeout(sync_to_async(_live_nodes_or_error, thread_sensitive=False)(), "scheduler nodes"),
     )
