@@ -142,6 +142,22 @@ def claims(won: int, lost: int) -> None:
         _CLAIMS_LOST.inc(lost)
 
 
+_seen_slots: dict[str, int] = {"coalesced": 0, "skipped": 0}
+
+
+def slots_counted(coalesced_total: int, skipped_total: int) -> None:
+    """The engine's running totals of slots not run (``Counters``); the increase since the last call is counted."""
+    if not ENABLED:
+        return
+    coalesced, skipped = coalesced_total - _seen_slots["coalesced"], skipped_total - _seen_slots["skipped"]
+    if coalesced > 0:
+        _COALESCED.inc(coalesced)
+    if skipped > 0:
+        _SKIPPED.inc(skipped)
+    # a fresh engine in this process (tests) starts its totals at 0 again
+    _seen_slots["coalesced"], _seen_slots["skipped"] = coalesced_total, skipped_total
+
+
 def slots_skipped(count: int = 1) -> None:
     """Due slots not run because the job was still running (a job never overlaps itself)."""
     if not ENABLED:
