@@ -490,7 +490,6 @@ class RunNodeFilter(admin.SimpleListFilter):
 
 @admin.register(JobRun)
 class JobRunAdmin(ReadOnlyAdmin):
-    actions = ["cancel_queued"]
     list_display = [
         "id",
         "status",
@@ -532,16 +531,6 @@ class JobRunAdmin(ReadOnlyAdmin):
         "log",
     ]
     fields = tuple(readonly_fields)
-
-    @admin.action(description="Cancel selected queued runs")
-    def cancel_queued(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> None:
-        # Only runs no scheduler has claimed; running runs are stopped by their timeout.
-        cancelled = sum(services.cancel_queued_run(run) for run in queryset.filter(status=JobRun.Status.QUEUED))
-        self.message_user(
-            request,
-            ngettext("%d queued run cancelled.", "%d queued runs cancelled.", cancelled) % cancelled,
-            messages.SUCCESS if cancelled else messages.WARNING,
-        )
 
     @admin.display(description="job", ordering="job__description")
     def job_label(self, obj: JobRun) -> str:

@@ -23,7 +23,6 @@ __all__ = [
     "JobRuleError",
     "activate_job",
     "bulk_set_active",
-    "cancel_queued_run",
     "clone_job",
     "create_job",
     "deactivate_job",
@@ -208,22 +207,6 @@ def run_now(job: Job, *, at: Any = None) -> JobRun:
         audit.record("run.now", f"queued run {run.pk} of {_job_label(job)} (run now)", job=job)
     notify.run_queued(run.pk)
     return run
-
-
-def cancel_queued_run(run: JobRun) -> bool:
-    """Cancel a manual run that no scheduler has claimed yet; False if it already started or ended.
-
-    The conditional update races safely with a scheduler's claim (also a conditional update
-    on ``status=queued``): exactly one of them wins.
-    """
-    with transaction.atomic():
-        cancelled = JobRun.objects.filter(pk=run.pk, status=JobRun.Status.QUEUED).update(
-            status=JobRun.Status.CANCELLED, finished_at=timezone.now(), error="cancelled before it started"
-        )
-        if cancelled:
-            job = Job.objects.select_related("plugin").get(pk=run.job_id)
-            audit.record("run.cancel", f"cancelled queued run {run.pk} of {_job_label(job)}", job=job)
-    return bool(cancelled)
 
 
 def bulk_set_active(jobs: Iterable[Job], active: bool) -> tuple[int, list[str]]:

@@ -178,19 +178,3 @@ def test_commands_are_recorded_as_commands(db):
         ("plugin.register", "command"),
         ("plugin.reload", "command"),
     ]
-
-
-def test_cancelling_a_queued_run_is_recorded_and_only_a_queued_run_cancels(alice, staff, sample_plugin):
-    job = services.create_job(alice, sample_plugin, {})
-    run = services.run_now(job)
-    admin = login(staff)
-    response = admin.post(
-        "/admin/scheduler_app/jobrun/", {"action": "cancel_queued", "_selected_action": [run.pk]}, follow=True
-    )
-    assert b"1 queued run cancelled." in response.content
-    run.refresh_from_db()
-    assert run.status == "cancelled" and run.finished_at is not None
-    entry = AuditEntry.objects.get(action="run.cancel")
-    assert (entry.job_ref, entry.via, entry.actor_name) == (job.pk, "admin", "staff")
-    assert not services.cancel_queued_run(run)  # already ended: nothing to cancel, nothing recorded
-    assert AuditEntry.objects.filter(action="run.cancel").count() == 1
