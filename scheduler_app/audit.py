@@ -181,6 +181,29 @@ def field_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return {name: [old.get(name), value] for name, value in new.items() if old.get(name) != value}
 
 
+#: Job fields whose changes have their own entries (activation) or are bookkeeping.
+_JOB_UNAUDITED = {"id", "user", "plugin", "active", "created_at", "updated_at"}
+
+
+def job_fields(job: Any) -> dict[str, Any]:
+    """A job's audited fields (config kept whole, diffed leaf by leaf by ``config_diff``).
+
+    Every concrete field but the bookkeeping ones, so a field added later (a schedule) is
+    audited without touching this module. Values are made JSON-friendly for ``changes``.
+    """
+    values: dict[str, Any] = {}
+    for f in job._meta.concrete_fields:
+        if f.name in _JOB_UNAUDITED:
+            continue
+        value = getattr(job, f.attname)
+        values[f.name] = (
+            value
+            if f.name == "config" or value is None or isinstance(value, (str, int, float, bool, list, dict))
+            else str(value)
+        )
+    return values
+
+
 # --- fixtures ---------------------------------------------------------------------------------
 
 

@@ -98,7 +98,7 @@ def update_job(
 ) -> Job:
     """Change a job's config, description or timeout; the config is validated first."""
     fields = ["updated_at"]
-    before = {"config": job.config, "description": job.description, "timeout": job.timeout}
+    before = audit.job_fields(job)
     if config is not None:
         job.config = validate_config(job.plugin, config)
         fields.append("config")
@@ -112,7 +112,9 @@ def update_job(
         fields.append("timeout")
     with transaction.atomic():
         job.save(update_fields=fields)
-        changes = audit.field_diff(before, {"description": job.description, "timeout": job.timeout})
+        # every field the change touched (description, timeout, schedule ...), then the config's leaves
+        changes = audit.field_diff(before, audit.job_fields(job))
+        changes.pop("config", None)
         schema = audit.plugin_schema(job.plugin.package, job.plugin.code_version) if config is not None else None
         changes.update(audit.config_diff(before["config"], job.config, schema))
         if changes:
