@@ -7,11 +7,14 @@ mail server or a dead webhook can delay alerts, never runs.
 Two units of work, each a method a test can call with the time (healthchecks' sendalerts
 habit):
 
-- ``process_finished_runs(now)``: reads runs that finished since its cursor (with a look-back
-  for run records committed late by a busy writer), and applies each to its job's
-  ``JobAlertState``. A state change ("flip": up -> failing after N failures in a row,
-  failing -> up on a success) creates one ``AlertDelivery`` per address. Several nodes read
-  the same runs: the conditional update on ``last_run_id`` lets exactly one apply each run.
+- ``process_finished_runs(now)``: reads the runs that ended since its cursor (a keyset on
+  ``(finished_at, id)``, read once they ended ``SETTLE`` ago so the batched writer has
+  committed them; once per look-back it also sweeps the recent past for records committed
+  late, e.g. after a database outage) and applies each to its job's ``JobAlertState``. Runs
+  that change nothing (a success while up, a cancelled run) write nothing. A state change
+  ("flip": up -> failing after N failures in a row, failing -> up on a success) creates one
+  ``AlertDelivery`` per address. Several nodes read the same runs: the conditional update on
+  ``last_run_id`` lets exactly one apply each run. Nothing is read while nobody has a rule.
 - ``send_due_deliveries(now)``: claims due deliveries with a conditional update (a lease)
   and sends them on a small thread pool; each attempt's result is recorded, a failure is
   retried with exponential backoff up to ``MAX_ATTEMPTS``, then marked failed.
@@ -34,7 +37,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from scheduler_app import metrics
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 FAILURES = (JobRun.Status.FAILED, JobRun.Status.TIMED_OUT, JobRun.Status.LOST)
 #: Most runs applied in one pass (the next pass goes on from the cursor).
 BATCH = 500
+#: Runs are read once they ended this long ago: the writer has committed their records by then.
+SETTLE = timedelta(seconds=1)
 #: A claimed delivery not finished within this long (its node died) is tried again.
 LEASE_SECONDS = 120
 
@@ -139,15 +144,8 @@ def describe(job: Job, run: dict[str, Any], kind: str, failures: int) -> tuple[s
 # --- applying finished runs -------------------------------------------------------------------
 
 
-def apply_run(run: dict[str, Any], defaults: list[AlertRule], now: datetime) -> str | None:
-    """Apply one finished run to its job's alert state; returns the flip it caused, if any."""
-    job_id = run["job_id"]
-    state, _ = JobAlertState.objects.get_or_create(job_id=job_id)
-    if state.last_run_id >= run["id"]:
-        return None  # applied already (by this node or another), or older than what was
-    own = AlertRule.objects.filter(job_id=job_id).first()
-    rules = rules_for(job_id, own, defaults)
-    status = run["status"]
+def transition(state: JobAlertState, status: str, rules: list[AlertRule]) -> tuple[int, str, str | None]:
+    """(failures in a row, state, flip or None) after a run that ended with ``status``."""
     failures, new_state, flip = state.consecutive_failures, state.state, None
     if status in FAILURES:
         failures += 1
@@ -157,52 +155,52 @@ def apply_run(run: dict[str, Any], defaults: list[AlertRule], now: datetime) -> 
         failures = 0
         if state.state == JobAlertState.State.FAILING:
             new_state, flip = JobAlertState.State.UP, AlertDelivery.Kind.RECOVERED
+    return failures, new_state, flip
+
+
+def apply_run(
+    run: dict[str, Any], state: JobAlertState, rules: list[AlertRule], now: datetime
+) -> tuple[bool, str | None]:
+    """Apply one finished run to its job's alert state: (applied, flip or None).
+
+    A run that changes nothing (a success while the job is up, a cancelled run) writes
+    nothing. Otherwise the conditional update on ``last_run_id`` is the claim: with several
+    nodes reading the same runs, exactly one applies each; ``applied`` is False for the others
+    (their ``state`` is stale: they reload it).
+    """
+    failures, new_state, flip = transition(state, run["status"], rules)
+    if failures == state.consecutive_failures and flip is None:
+        return True, None
     with transaction.atomic():
-        claimed = JobAlertState.objects.filter(job_id=job_id, last_run_id=state.last_run_id).update(
-            last_run_id=run["id"],
-            consecutive_failures=failures,
-            state=new_state,
+        claimed = JobAlertState.objects.filter(job_id=state.job_id, last_run_id=state.last_run_id).update(
+            last_run_id=run["id"], consecutive_failures=failures, state=new_state,
             changed_at=now if flip else state.changed_at,
-        )
+        )  # fmt: skip
         if claimed != 1:
-            return None  # another node applied a run of this job meanwhile
-        if flip is None or not rules:
-            return flip
-        job = Job.objects.select_related("plugin", "user").get(pk=job_id)
-        subject, text, payload = describe(job, run, flip, failures)
-        deliveries = []
-        for rule in rules:
-            if flip == AlertDelivery.Kind.RECOVERED and not rule.notify_recovery:
-                continue
-            for address in [a.strip() for a in rule.email.split(",") if a.strip()]:
-                deliveries.append(
-                    AlertDelivery(
-                        job_id=job_id,
-                        run_id=run["id"],
-                        kind=flip,
-                        channel=AlertDelivery.Channel.EMAIL,
-                        target=address,
-                        subject=subject,
-                        body=text,
-                        next_attempt_at=now,
-                    )
-                )
-            if rule.webhook_url:
-                deliveries.append(
-                    AlertDelivery(
-                        job_id=job_id,
-                        run_id=run["id"],
-                        kind=flip,
-                        channel=AlertDelivery.Channel.WEBHOOK,
-                        target=rule.webhook_url,
-                        subject=subject,
-                        body=json.dumps(payload),
-                        next_attempt_at=now,
-                    )
-                )
-        AlertDelivery.objects.bulk_create(deliveries)
-    log.info("job %s %s: %d alert(s) queued", job_id, flip, len(deliveries))
-    return flip
+            return False, None
+        state.last_run_id, state.consecutive_failures, state.state = run["id"], failures, new_state
+        if flip is not None and rules:
+            queue_deliveries(run, flip, failures, rules, now)
+    return True, flip
+
+
+def queue_deliveries(run: dict[str, Any], flip: str, failures: int, rules: list[AlertRule], now: datetime) -> int:
+    """One ``AlertDelivery`` per address of every rule (inside the flip's transaction)."""
+    job = Job.objects.select_related("plugin", "user").get(pk=run["job_id"])
+    subject, text, payload = describe(job, run, flip, failures)
+    deliveries = []
+    for rule in rules:
+        if flip == AlertDelivery.Kind.RECOVERED and not rule.notify_recovery:
+            continue
+        common = {"job_id": job.pk, "run_id": run["id"], "kind": flip, "subject": subject, "next_attempt_at": now}
+        for address in [a.strip() for a in rule.email.split(",") if a.strip()]:
+            deliveries.append(AlertDelivery(channel=AlertDelivery.Channel.EMAIL, target=address, body=text, **common))
+        if rule.webhook_url:
+            deliveries.append(AlertDelivery(channel=AlertDelivery.Channel.WEBHOOK, target=rule.webhook_url,
+                                            body=json.dumps(payload), **common))  # fmt: skip
+    AlertDelivery.objects.bulk_create(deliveries)
+    log.info("job %s %s: %d alert(s) queued", job.pk, flip, len(deliveries))
+    return len(deliveries)
 
 
 def _send_webhook(delivery: AlertDelivery) -> int:
@@ -277,30 +275,74 @@ class AlertWorker:
         cfg = config()
         self.poll_seconds = float(cfg["POLL_SECONDS"])
         self.lookback = timedelta(seconds=float(cfg["LOOKBACK_SECONDS"]))
-        self.cursor = (now or timezone.now()) - self.lookback
+        #: (finished_at, id) of the last run read: the keyset the next pass goes on from
+        self.cursor: tuple[datetime, int] = ((now or timezone.now()) - self.lookback, 0)
+        self._next_sweep = (now or timezone.now()) + self.lookback
+        #: per job, the newest run this worker applied or saw
+        self.newest_seen: dict[int, int] = {}
         self.executor = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="jobscheduler-alert-send")
         self.seats = threading.BoundedSemaphore(senders)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def process_finished_runs(self, now: datetime) -> int:
-        """Apply the runs finished since the cursor; returns how many flips they caused."""
+        """Apply the runs finished since the cursor (and, every look-back, any committed late);
+        returns how many flips they caused."""
         defaults = list(AlertRule.objects.filter(job__isnull=True, enabled=True))
-        runs = JobRun.objects.filter(finished_at__gte=self.cursor - self.lookback, status__in=JobRun.FINISHED)
+        if not defaults and not AlertRule.objects.filter(job__isnull=False).exists():
+            self.cursor = (now - SETTLE, 0)  # nobody asked for alerts: nothing to read
+            return 0
+        runs = JobRun.objects.filter(status__in=JobRun.FINISHED)
         if not defaults:  # only jobs whose owner asked for alerts
             runs = runs.filter(job__alert_rule__isnull=False)
-        # Runs applied already are left out here, so the look-back costs an index range, not work.
-        runs = runs.exclude(job__alert_state__last_run_id__gte=F("id"))
+        at, run_id = self.cursor
+        # Runs that ended SETTLE ago: their records are committed by now (the writer batches).
+        fresh = runs.filter(Q(finished_at__gt=at) | Q(finished_at=at, id__gt=run_id), finished_at__lte=now - SETTLE)
+        flips = self._apply(self._rows(fresh), defaults, now, advance=True)
+        if now >= self._next_sweep:
+            # A writer held up (a database outage) commits runs long after they ended, behind
+            # the cursor: look back once per look-back period; runs applied already are left
+            # out by the query and by ``newest_seen``.
+            late = runs.filter(finished_at__gte=at - self.lookback, finished_at__lte=at)
+            late = late.exclude(job__alert_state__last_run_id__gte=F("id"))
+            flips += self._apply(self._rows(late), defaults, now, advance=False)
+            self._next_sweep = now + self.lookback
+        return flips
+
+    @staticmethod
+    def _rows(runs: Any) -> list[dict[str, Any]]:
         fields = ("id", "job_id", "status", "error", "finished_at")
-        rows: list[dict[str, Any]] = [dict(row) for row in runs.order_by("finished_at", "id").values(*fields)[:BATCH]]
+        return [dict(row) for row in runs.order_by("finished_at", "id").values(*fields)[:BATCH]]
+
+    def _apply(self, rows: list[dict[str, Any]], defaults: list[AlertRule], now: datetime, *, advance: bool) -> int:
+        if not rows:
+            return 0
+        job_ids = {row["job_id"] for row in rows}
+        # three queries for the whole batch, whatever its size
+        JobAlertState.objects.bulk_create([JobAlertState(job_id=j) for j in job_ids], ignore_conflicts=True)
+        states = JobAlertState.objects.in_bulk(list(job_ids))
+        own = {rule.job_id: rule for rule in AlertRule.objects.filter(job_id__in=job_ids)}
         flips = 0
-        for run in rows:
+        for row in rows:
+            job_id = row["job_id"]
+            if row["id"] <= self.newest_seen.get(job_id, 0):
+                continue  # seen already, or older than what this node saw (a late record must not undo it)
+            state = states.get(job_id)
+            if state is None or state.last_run_id >= row["id"]:
+                continue  # the job is gone, or another node applied this run or a newer one
             try:
-                flips += apply_run(run, defaults, now) is not None
+                applied, flip = apply_run(row, state, rules_for(job_id, own.get(job_id), defaults), now)
+                if not applied:  # another node moved this job on: reload and try once more
+                    states[job_id] = state = JobAlertState.objects.get(job_id=job_id)
+                    if state.last_run_id < row["id"]:
+                        applied, flip = apply_run(row, state, rules_for(job_id, own.get(job_id), defaults), now)
             except Exception as exc:  # one job's trouble must not stop the others' alerts
-                log.exception("alerts: run %s of job %s: %s", run["id"], run["job_id"], exc)
-        if rows and rows[-1]["finished_at"] is not None:
-            self.cursor = max(self.cursor, rows[-1]["finished_at"])
+                log.exception("alerts: run %s of job %s: %s", row["id"], job_id, exc)
+                continue
+            self.newest_seen[job_id] = row["id"]
+            flips += flip is not None
+        if advance:
+            self.cursor = (rows[-1]["finished_at"], rows[-1]["id"])
         return flips
 
     def send_due_deliveries(self, now: datetime) -> int:

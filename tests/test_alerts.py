@@ -73,7 +73,8 @@ def silent_endpoint() -> Iterator[str]:
 
 
 def finish(job: Job, status: str, at: Any = None) -> JobRun:
-    now = at or timezone.now()
+    # ended a little while ago: the worker reads runs once the writer has surely committed them
+    now = at or timezone.now() - alerts.SETTLE - timedelta(milliseconds=500)
     return JobRun.objects.create(
         job=job, slot=now, status=status, started_at=now, finished_at=now, error="boom" if status != "succeeded" else ""
     )
@@ -202,6 +203,39 @@ def test_a_failing_endpoint_is_retried_with_backoff_then_given_up(fast_alerts, s
         assert AlertDelivery.objects.get().attempts == 3 == len(broken.received)
     finally:
         broken.close()
+
+
+@committed_db
+def test_a_run_recorded_late_is_caught_by_the_look_back(fast_alerts, receiver, sample_plugin):
+    alice = user("alice")
+    steady, delayed = services.create_job(alice, sample_plugin, {}), services.create_job(alice, sample_plugin, {})
+    for job in (steady, delayed):
+        AlertRule.objects.create(job=job, webhook_url=receiver.url)
+    # claimed (rows exist) but their end is recorded late, as when the writer waits out a database outage
+    older_of_steady = JobRun.objects.create(job=steady, slot=timezone.now() - timedelta(minutes=1), status="running")
+    late = JobRun.objects.create(job=delayed, slot=timezone.now() - timedelta(seconds=30), status="running")
+    worker = alerts.AlertWorker(now=timezone.now() - timedelta(seconds=5))
+    finish(steady, "succeeded")
+    drain(worker)  # the cursor is past this success now
+    ended = timezone.now() - timedelta(seconds=20)
+    for run in (late, older_of_steady):
+        JobRun.objects.filter(pk=run.pk).update(status="failed", started_at=ended, finished_at=ended)
+    drain(worker)
+    assert receiver.events() == []  # the pass from the cursor does not look back ...
+    worker._next_sweep = timezone.now()
+    drain(worker)
+    # ... the sweep does, once per look-back; steady's older failure does not undo its newer success
+    assert [(e["event"], e["job"]["id"]) for e in receiver.received] == [("job.failing", delayed.pk)]
+
+
+@committed_db
+def test_nothing_is_read_while_nobody_asked_for_alerts(sample_plugin, django_assert_num_queries):
+    job = services.create_job(user("alice"), sample_plugin, {})
+    finish(job, "failed")
+    worker = alerts.AlertWorker(now=timezone.now() - timedelta(seconds=5))
+    with django_assert_num_queries(2):  # the defaults, and whether any job has a rule
+        assert worker.process_finished_runs(timezone.now()) == 0
+    assert not JobAlertState.objects.exists()
 
 
 # --- through a real scheduler process -----------------------------------------------------------
