@@ -137,12 +137,13 @@ def secret_paths(schema: dict[str, Any] | None) -> set[str]:
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and empty nested objects are leaves."""
+    if isinstance(value, dict) and (value or not prefix):
         flat: dict[str, Any] = {}
         for key, item in value.items():
             flat.update(_flatten(item, f"{prefix}{key}."))
         return flat
-    return {prefix[:-1] or "(config)": value}
+    return {prefix[:-1]: value}
 
 
 def _is_secret(path: str, secrets: set[str]) -> bool:

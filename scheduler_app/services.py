@@ -74,14 +74,14 @@ def create_job(
     clean = validate_config(plugin, config or {})
     with transaction.atomic():
         job = Job.objects.create(user=user, plugin=plugin, config=clean, description=description, timeout=timeout)
-        if activate:
-            _activate(job)
         audit.record(
             "job.create",
-            f"created {_job_label(job)}" + (" (active)" if activate else ""),
+            f"created {_job_label(job)}",
             job=job,
             changes=audit.config_diff({}, clean, audit.plugin_schema(plugin.package, plugin.code_version)),
         )
+        if activate:
+            _activate(job)
     notify.jobs_changed([job.pk])
     return job
 

@@ -178,3 +178,10 @@ def test_commands_are_recorded_as_commands(db):
         ("plugin.register", "command"),
         ("plugin.reload", "command"),
     ]
+
+
+def test_creating_an_active_job_records_the_creation_then_the_activation(alice, sample_plugin):
+    job = services.create_job(alice, sample_plugin, {"name": "Ann"}, activate=True)
+    assert actions(job_ref=job.pk) == ["job.create", "job.activate"]
+    created = AuditEntry.objects.get(job_ref=job.pk, action="job.create")
+    assert created.changes == {"config.name": [None, "Ann"], "config.times": [None, 3]}
