@@ -76,7 +76,18 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
 @admin.register(AlertDelivery)
 class AlertDeliveryAdmin(_ReadOnly):
-    list_display = ["created_at", "kind", "channel", "target", "status", "attempts", "response_code", "short_error"]
+    list_display = [
+        "created_at",
+        "job",
+        "kind",
+        "channel",
+        "target",
+        "status",
+        "attempts",
+        "response_code",
+        "short_error",
+    ]
+    list_select_related = ["job", "job__plugin", "job__user"]
     list_filter = ["status", "kind", "channel", "created_at"]
     search_fields = ["target", "subject", "last_error", "=job__id"]
     date_hierarchy = "created_at"

@@ -274,3 +274,19 @@ def test_a_real_scheduler_alerts_on_failure_and_recovery_and_a_dead_webhook_slow
     # the dead endpoint costs each attempt 2 s in the alert thread, never the runs
     lags = [(r.started_at - r.slot).total_seconds() for r in runs_of(steady, slot__gte=since - timedelta(seconds=5))]
     assert lags and max(lags) < 1.5, lags  # blocking would add the 2 s timeout per attempt
+
+
+@committed_db
+def test_operators_see_every_delivery_in_the_admin(fast_alerts, receiver, sample_plugin, staff):
+    from django.test import Client
+
+    job = services.create_job(user("alice"), sample_plugin, {})
+    AlertRule.objects.create(job=job, webhook_url=receiver.url)
+    worker = alerts.AlertWorker(now=timezone.now() - timedelta(seconds=5))
+    finish(job, "failed")
+    drain(worker)
+    client = Client()
+    client.force_login(staff)
+    page = client.get("/admin/scheduler_app/alertdelivery/?status__exact=sent")
+    assert page.status_code == 200
+    assert receiver.url.encode() in page.content and b"started failing" in page.content
