@@ -121,7 +121,7 @@ def supervisor(writer, ended) -> Supervisor:
 
 async def finish(supervisor: Supervisor, run: SupervisedRun) -> RunFinish:
     supervisor.start(run)
-    await asyncio.wait_for(run.ended.wait(), 5)
+    await asyncio.wait_for(run.wait_ended(), 5)
     return supervisor.writer.finished[-1]
 
 
@@ -169,7 +169,7 @@ async def test_cancel_records_the_reason_given(supervisor):
     supervisor.start(run)
     await asyncio.sleep(0)
     supervisor.cancel(run, CANCELLED, "cancelled: the job was deleted")
-    await asyncio.wait_for(run.ended.wait(), 5)
+    await asyncio.wait_for(run.wait_ended(), 5)
     assert (run.run.status, run.run.error) == (CANCELLED, "cancelled: the job was deleted")
 
 
@@ -178,7 +178,7 @@ async def test_asked_to_stop_a_polite_run_stops_itself(supervisor):
     supervisor.start(run)
     await asyncio.sleep(0.01)
     supervisor.ask_to_stop(run, 5, CANCELLED, "cancelled: asked to stop")
-    await asyncio.wait_for(run.ended.wait(), 1)
+    await asyncio.wait_for(run.wait_ended(), 1)
     assert run.run.status == CANCELLED and "stopping early" in lines.messages and "done" in lines.messages
 
 
@@ -187,7 +187,7 @@ async def test_asked_to_stop_a_deaf_run_is_cancelled_after_the_grace(supervisor)
     supervisor.start(run)
     await asyncio.sleep(0.01)
     supervisor.ask_to_stop(run, 0.05, CANCELLED, "cancelled: asked to stop")
-    await asyncio.wait_for(run.ended.wait(), 1)
+    await asyncio.wait_for(run.wait_ended(), 1)
     assert (run.run.status, run.run.error) == (CANCELLED, "cancelled: asked to stop") and "done" not in lines.messages
 
 
