@@ -353,6 +353,14 @@ class JobAdmin(admin.ModelAdmin):
         url = reverse("admin:scheduler_app_jobrun_changelist") + f"?job__id__exact={obj.pk}"
         return format_html('<ul style="margin-left:0">{}</ul><a href="{}">all runs</a>', rows, url)
 
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        response = super().render_change_form(request, context, *args, **kwargs)
+        # A refused submission is a client error, as on the users' pages (the admin answers 200).
+        form = context.get("adminform") and context["adminform"].form
+        if form is not None and form.is_bound and form.errors:
+            response.status_code = 400
+        return response
+
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         initial = super().get_changeform_initial_data(request)
         initial.pop("plugin", None)  # ?plugin= picks the schema form; it is not a form field
@@ -572,7 +580,12 @@ class JobRunAdmin(ReadOnlyAdmin):
         )
         more = ""
         if obj.log_count > len(lines):
-            more = format_html("<p>Showing the last {} of {} lines.</p>", len(lines), obj.log_count)
+            more = format_html(
+                '<p>Showing the last {} of {} lines; <a href="{}">download the whole log</a>.</p>',
+                len(lines),
+                obj.log_count,
+                reverse("run_log", args=[obj.pk]),
+            )
         return format_html(
             '{}<pre style="max-height:40em;overflow:auto;white-space:pre-wrap">{}</pre>{}', more, body, link
         )
