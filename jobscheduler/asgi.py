@@ -22,10 +22,14 @@ try:
 except ImportError:  # until the consumers land
     pass
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # Same origin as Django's CSRF check (scheme, host and port), not just an allowed host.
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+from scheduler_app.socket_flow import with_write_flow  # noqa: E402
+
+application = with_write_flow(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # Same origin as Django's CSRF check (scheme, host and port), not just an allowed host.
+            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

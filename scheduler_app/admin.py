@@ -7,11 +7,9 @@ the request.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -28,7 +26,7 @@ from django.utils.translation import ngettext
 
 from scheduler_app import plugin_host, services
 from scheduler_app.config_forms import ConfigField
-from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
+from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode, alive_condition
 from scheduler_app.plugin_host import PluginLoadError
 
 admin.site.site_header = "jobscheduler"
@@ -609,12 +607,10 @@ class AliveFilter(admin.SimpleListFilter):
         return [("yes", "alive"), ("no", "dead or stopped")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[SchedulerNode]) -> QuerySet[SchedulerNode]:
-        cutoff = timezone.now() - timedelta(seconds=settings.SCHEDULER["LOST_AFTER_SECONDS"])
-        alive = Q(stopped_at__isnull=True, last_heartbeat__gte=cutoff)
         if self.value() == "yes":
-            return queryset.filter(alive)
+            return queryset.filter(alive_condition())
         if self.value() == "no":
-            return queryset.exclude(alive)
+            return queryset.exclude(alive_condition())
         return queryset
 
 
@@ -643,7 +639,8 @@ class SchedulerNodeAdmin(ReadOnlyAdmin):
             .annotate(n=Count("id"))
             .values("n")
         )
-        return super().get_queryset(request).annotate(running_now=Coalesce(Subquery(running), Value(0)))
+        nodes: Any = super().get_queryset(request)  # a SchedulerNodeQuerySet
+        return nodes.with_alive().annotate(running_now=Coalesce(Subquery(running), Value(0)))
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Dead nodes pile up after restarts; operators may clear them once they are gone.

@@ -88,10 +88,6 @@ class PluginRow:
     jobs: list[JobRow] = field(default_factory=list)
     url: str = ""
 
-    @property
-    def active_job(self) -> JobRow | None:
-        return next((j for j in self.jobs if j.active), None)
-
 
 def dashboard(user: Any) -> list[PluginRow]:
     """Every enabled plugin with ``user``'s jobs for it, each job with its last and next run (3 queries)."""
@@ -255,9 +251,13 @@ def stream_context(plugin_id: int, user_id: int) -> dict[str, Any]:
         str(pk): (desc or f"job {pk}")
         for pk, desc in Job.objects.filter(user_id=user_id, plugin_id=plugin_id).values_list("id", "description")
     }
-    live = JobRun.objects.filter(
-        job__user_id=user_id,
-        job__plugin_id=plugin_id,
-        status__in=[JobRun.Status.QUEUED, JobRun.Status.RUNNING],
-    ).order_by("-id")[:20]
-    return {"jobs": jobs, "runs": [streams.run_payload(r) for r in live]}
+    live = (
+        JobRun.objects.filter(
+            job__user_id=user_id,
+            job__plugin_id=plugin_id,
+            status__in=[JobRun.Status.QUEUED, JobRun.Status.RUNNING],
+        )
+        .select_related("job")
+        .order_by("-id")[:20]
+    )
+    return {"jobs": jobs, "runs": [streams.run_payload(streams.RunSnapshot.of(r)) for r in live]}

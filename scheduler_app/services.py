@@ -50,8 +50,7 @@ def validate_config(plugin: Plugin, raw: Any) -> dict[str, Any]:
     A plugin whose code does not load cannot validate anything, so saving is refused with
     the load error rather than storing an unchecked config.
     """
-    if not isinstance(raw, dict):
-        raise ConfigValidationError([FieldError((), "The configuration must be a JSON object.")])
+    plugin_host.require_object(raw)  # before the code loads: a shape error needs no plugin
     # What any database can store, before the plugin's model walks it (depth, NUL, surrogates...).
     config_input.check_storable(raw)
     try:

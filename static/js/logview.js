@@ -16,6 +16,7 @@
   var MAX_LINES = 5000;           // keep the page light during long runs
   var MAX_RUN_CHIPS = 6;
   var REFUSED = { 4401: "log in to see this log", 4403: "you may not see this log", 4404: "no such log" };
+  var FELL_BEHIND = 4429;         // the server dropped this socket's backlog: resume from stored lines
   var SGR = /\x1b\[([0-9;]*)m/g;
   var OTHER_ESCAPES = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
@@ -178,6 +179,12 @@
         self.setState("refused", "refused: " + REFUSED[event.code]);
         return;
       }
+      if (self.behind || event.code === FELL_BEHIND) {
+        // Not an outage: the lines are stored, so catch up at once from the last one shown.
+        self.attempt = 0;
+        self.connect();
+        return;
+      }
       if (self.everConnected) self.marker("disconnected; reconnecting…");
       self.scheduleReconnect();
     };
@@ -198,7 +205,8 @@
       this.everConnected = true;
       this.jobs = msg.jobs || {};
       this.setState("live", "live");
-      if (wasConnected) this.marker("reconnected; resumed after line " + this.lastId);
+      if (wasConnected && !this.behind) this.marker("reconnected; resumed after line " + this.lastId);
+      this.behind = false;
       if (msg.notice && !wasConnected) {
         this.marker(msg.notice);
         this.setState("disconnected", "not live");
@@ -209,6 +217,12 @@
       this.append(msg.lines || []);
     } else if (msg.type === "run") {
       this.updateRun(msg.run);
+    } else if (msg.type === "behind") {
+      // The server stopped sending live lines to this socket: close it and resume after the
+      // last line shown (onclose reconnects at once).
+      this.behind = true;
+      this.marker("this view fell behind; catching up from stored lines…");
+      if (this.socket) this.socket.close();
     }
   };
 
