@@ -153,7 +153,8 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
     async def _replay(self, lines: list[dict[str, Any]]) -> None:
         assert self.viewer is not None
         self.viewer.note_replay(lines)
-        await self.send_json({"type": "lines", "lines": lines, "replay": True})
+        for part in live_hub.by_size(lines):
+            await self.send_json({"type": "lines", "lines": part, "replay": True})
 
     async def _refuse(self, code: int) -> None:
         # Accept-then-close: closing before accept() is an HTTP 403 in which the browser sees no code.

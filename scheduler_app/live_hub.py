@@ -11,8 +11,9 @@ already got in its replay) or repair a gap.
 Each viewer has a bounded queue drained by its own task, so a slow socket never holds up the
 feed or the other viewers. A viewer whose queue passes ``max_queued_bytes`` (a backgrounded
 tab, a bad network) is dropped from the live stream: it is sent ``{"type": "behind"}`` (and
-closed with ``CLOSE_FELL_BEHIND`` if it does not close by itself); the browser reconnects with ``?after=<last id it showed>``
-and catches up from the database, like after any reconnect. Memory per viewer is therefore
+closed with ``CLOSE_FELL_BEHIND`` if it does not close by itself); the browser reconnects
+with ``?after=<last id it showed>`` and catches up from the database, like after any
+reconnect. Memory per viewer is therefore
 bounded by the queue, plus what the server buffers for the socket (see ``socket_flow.py``).
 
 The same code runs with the in-memory channel layer (``./dev.sh run``: one process, no
@@ -34,6 +35,8 @@ log = logging.getLogger("scheduler_app.live_hub")
 
 #: Close code telling the browser it fell behind and should resume from the database.
 CLOSE_FELL_BEHIND = 4429
+#: Largest websocket message sent for a replay (daphne's default limit is 1 MiB, both ways).
+MAX_MESSAGE_BYTES = 512 * 1024
 #: Seconds a viewer told it fell behind has to close by itself before it is closed.
 BEHIND_GRACE = 10.0
 #: Frames a viewer may hold unsent before it is told it fell behind (bytes of encoded text).
@@ -117,6 +120,21 @@ def text_frame(text: str) -> bytes:
     else:
         header = bytes((0x81, 127)) + size.to_bytes(8, "big")
     return header + payload
+
+
+def by_size(lines: list[dict[str, Any]], limit: int = MAX_MESSAGE_BYTES) -> list[list[dict[str, Any]]]:
+    """``lines`` cut into runs whose messages stay under ``limit`` bytes (daphne refuses larger ones)."""
+    parts: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for line in lines:
+        # the message dominates; ~120 bytes for the other fields, escapes make it at most 6x
+        cost = 120 + 6 * len(line["message"]) if not line["message"].isascii() else 160 + len(line["message"])
+        if parts[-1] and size + cost > limit:
+            parts.append([])
+            size = 0
+        parts[-1].append(line)
+        size += cost
+    return parts
 
 
 class _Repair:
