@@ -4,8 +4,8 @@ Thin on purpose: authenticate, authorise, subscribe, relay. The fan-out (one sub
 stream and process, shared encoding, per-socket bounded queues, gap repair) is ``live_hub.py``.
 
 Order on connect matters:
-1. authenticate and authorise (the owner or staff) *before* subscribing to anything; a refused
-   socket is accepted only to be closed at once with a code the browser can show
+1. authenticate and authorise (``access.can_view``: the owner, or a user allowed to read all)
+   *before* joining any group; a refused socket is accepted only to be closed at once with a code the browser can show
    (4401 not logged in, 4403 not allowed, 4404 no such plugin), so it stops retrying;
 2. join the stream's feed, *then* read the backlog from the database: a line persisted in
    between is both replayed and relayed, and the viewer drops the duplicate by id, so there
@@ -29,7 +29,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from scheduler_app import live_hub, selectors, socket_flow, streams
+from scheduler_app import access, live_hub, selectors, socket_flow, streams
 from scheduler_app.live_hub import CLOSE_FELL_BEHIND as CLOSE_FELL_BEHIND
 from scheduler_app.models import Plugin
 
@@ -55,11 +55,6 @@ def _int_param(query: dict[str, list[str]], name: str) -> int | None:
     return value if value >= 0 else None
 
 
-def _may_watch(user: Any, owner_id: int) -> bool:
-    """Who may watch ``owner_id``'s streams: the owner and staff."""
-    return user.pk == owner_id or user.is_staff
-
-
 def _layer_notice(layer: Any) -> str:
     """Why live lines cannot arrive, if the configuration makes that certain; else ``""``."""
     from channels.layers import InMemoryChannelLayer
@@ -76,6 +71,12 @@ def _layer_notice(layer: Any) -> str:
 @database_sync_to_async
 def _missing_lines(gaps: list[tuple[int, int, int]], floor: int) -> list[dict[str, Any]]:
     return selectors.lines_between(gaps, after_id=floor, limit=_GAP_MAX)
+
+
+@database_sync_to_async
+def _may_view(user: Any, owner_id: int) -> bool:
+    # A thread: checking a permission may read the user's groups from the database.
+    return access.can_view(user, owner_id)
 
 
 @database_sync_to_async
@@ -109,7 +110,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self._refuse(CLOSE_UNAUTHENTICATED)
             return
-        if not _may_watch(user, user_id):
+        if not await _may_view(user, user_id):
             await self._refuse(CLOSE_FORBIDDEN)
             return
         if not await _plugin_exists(plugin_id):
