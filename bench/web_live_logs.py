@@ -198,6 +198,8 @@ def take(client: Client, lines: list[dict], now: float) -> None:
     for line in lines:
         if line["id"] in client.ids:
             client.duplicates += 1
+            if client.duplicates == 1 and os.environ.get("BENCH_SHOW_DUPLICATES"):
+                print(f"# duplicate {line} (last id {client.last_id})", file=sys.stderr)
             continue
         if line["id"] < client.last_by_run.get(line["run"], 0):
             client.out_of_order += 1  # a run's lines must arrive in the order they were logged

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-log = logging.getLogger("scheduler_app.live_hub")
+from scheduler_app import live_bus
 
 #: Close code telling the browser it fell behind and should resume from the database.
 CLOSE_FELL_BEHIND = 4429
@@ -47,8 +46,6 @@ DEDUP_SECONDS = 30.0
 TRACKED_RUNS = 1000
 #: How often a viewer whose socket buffer is full checks whether it drained (seconds).
 FLOW_POLL = 0.05
-#: Pause before a feed retries after its channel layer failed (seconds).
-RECEIVE_RETRY = 1.0
 
 Gap = tuple[int, int, int]  # (run, first missing seq, next seq present)
 SendText = Callable[[str], Awaitable[None]]
@@ -373,50 +370,12 @@ class Viewer:
 
 
 class StreamFeed:
-    """One group's subscription in this process: a channel joined to the group, one reader task."""
+    """One stream's subscription in this process (on the bus of ``live_bus.py``) and its viewers."""
 
-    def __init__(self, layer: Any, group: str) -> None:
-        self.layer = layer
+    def __init__(self, group: str) -> None:
         self.group = group
-        self.channel = ""
         self.viewers: list[Viewer] = []
         self.frames = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        self.channel = await self.layer.new_channel()
-        await self.layer.group_add(self.group, self.channel)
-        self._task = asyncio.get_running_loop().create_task(self._reader(), name=f"live feed {self.group}")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        try:
-            await self.layer.group_discard(self.group, self.channel)
-        except Exception as exc:  # Redis down: the membership expires by itself
-            log.warning("leaving %s failed: %s: %s", self.group, type(exc).__name__, exc)
-
-    async def _reader(self) -> None:
-        failing = False
-        while True:
-            try:
-                message = await self.layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not failing:
-                    log.warning(
-                        "live feed %s: the channel layer failed (%s: %s); retrying",
-                        self.group,
-                        type(exc).__name__,
-                        exc,
-                    )
-                failing = True
-                await asyncio.sleep(RECEIVE_RETRY)
-                continue
-            failing = False
-            self.dispatch(message)
 
     def dispatch(self, message: dict[str, Any]) -> None:
         if message.get("type") not in ("log.lines", "run.status"):
@@ -432,6 +391,7 @@ class LiveHub:
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
+        self.bus = live_bus.bus_for(layer)
         self.feeds: dict[str, StreamFeed] = {}
         self._lock = asyncio.Lock()
 
@@ -439,8 +399,8 @@ class LiveHub:
         async with self._lock:
             feed = self.feeds.get(group)
             if feed is None:
-                feed = StreamFeed(self.layer, group)
-                await feed.open()
+                feed = StreamFeed(group)
+                await self.bus.subscribe(group, feed.dispatch)
                 self.feeds[group] = feed
             feed.viewers.append(viewer)
             return feed
@@ -454,7 +414,7 @@ class LiveHub:
             feed.viewers.remove(viewer)
             if not feed.viewers:
                 del self.feeds[group]
-                await feed.close()
+                await self.bus.unsubscribe(group)
 
 
 _HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveHub] = weakref.WeakKeyDictionary()

@@ -132,10 +132,10 @@ def test_two_web_processes_each_relay_every_line_once_to_their_own_viewers(tmp_p
             events = [asyncio.Event() for _ in range(4)]
             tasks = [asyncio.create_task(viewer(ports[i % 2], e)) for i, e in enumerate(events)]
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 20)
-            # Four sockets, two processes: two members in the stream's group, not four.
+            # Four sockets, two processes: two subscriptions to the stream, not four (live_bus).
             async with redis.asyncio.from_url(REDIS_URL) as client:
                 group = streams.log_group_name(sample_plugin.pk, alice.pk)
-                assert await client.zcard(f"{prefix}:group:{group}") == 2
+                assert await client.pubsub_numsub(f"{prefix}:live:{group}") == [(f"{prefix}:live:{group}".encode(), 2)]
             await asyncio.to_thread(queue_run, job.pk)
             return await asyncio.gather(*tasks)
 
