@@ -66,6 +66,10 @@ class ChannelLayerBus:
         except Exception as exc:  # the layer is down: the membership expires by itself
             log.warning("leaving %s failed: %s: %s", group, type(exc).__name__, exc)
 
+    async def close(self) -> None:
+        for group in list(self._subscriptions):
+            await self.unsubscribe(group)
+
     async def _reader(self, group: str, channel: str, deliver: Deliver) -> None:
         failing = False
         while True:
@@ -132,6 +136,18 @@ class RedisBus:
             await self._pubsub.unsubscribe(channel)
         except Exception as exc:  # the connection is gone: the reader resubscribes only what is left
             log.warning("unsubscribing %s failed: %s: %s", channel, type(exc).__name__, exc)
+
+    async def close(self) -> None:
+        """Stop the subscriber and close the connections (tests; a web process keeps its bus)."""
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = self._pubsub = self._reader_task = None
+        self._handlers.clear()
 
     async def _reader(self) -> None:
         failing = False

@@ -308,11 +308,8 @@ async def test_redis_carries_a_flush_in_one_publish_round_and_each_stream_to_its
     await scheduler.publish_many([("logs.1.2", {"type": "log.lines", "lines": [line(5, 5)]})])
     await until(lambda: len(got["logs.1.2"]) == 2)
     assert len(got["logs.1.1"]) == 3  # no longer subscribed
-    if web._reader_task:
-        web._reader_task.cancel()
-    await web._pubsub.aclose()
-    await web._redis().aclose()
-    await scheduler._redis().aclose()
+    await web.close()
+    await scheduler.close()
 
 
 def test_the_carrier_follows_the_channel_layer(layer):
