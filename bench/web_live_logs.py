@@ -259,11 +259,12 @@ async def client_loop(client: Client, ready: asyncio.Event, stop: asyncio.Event,
                 take(client, message["lines"], now)
             elif message["type"] == "behind":
                 client.behind = True
+                break  # what the browser does: close, and resume from the last line shown
     except ConnectionClosed as closed:
         client.close_code = closed.rcvd.code if closed.rcvd else None
     finally:
         await ws.close()
-    if client.close_code == CLOSE_FELL_BEHIND:
+    if client.behind or client.close_code == CLOSE_FELL_BEHIND:
         # What the browser does: reconnect at once, resuming after the last line it showed.
         before = len(client.ids)
         resumed = client.url + ("&" if "?" in client.url else "?") + f"after={client.last_id}"
@@ -302,6 +303,7 @@ def summarise(name: str, clients: list[Client], cpu: dict[str, float], wall: flo
         "complete_clients": sum(c.delivered >= c.expected for c in clients),
         "missing_lines": sum(max(0, c.expected - c.delivered) for c in clients),
         "duplicates": sum(c.duplicates for c in clients),
+        "told_behind": sum(c.behind for c in normal),  # viewers that could not keep up (should be 0)
         "out_of_order": sum(c.out_of_order for c in clients),
         "delivered_lines": delivered,
         "delivered_lines_per_s": round(delivered / span) if span == span and span else None,
