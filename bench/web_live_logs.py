@@ -314,6 +314,9 @@ def summarise(name: str, clients: list[Client], cpu: dict[str, float], wall: flo
         "latency_ms_p99": round(percentile(latencies, 99), 1),
         "latency_ms_max": round(max(latencies), 1) if latencies else None,
         "wall_s": round(wall, 1),
+        # the machine's 1-minute load average at the end: on a shared 2-core machine above ~3,
+        # latency says more about the neighbours than about us (CPU per line still holds)
+        "load_average": round(os.getloadavg()[0], 1),
     }
     for who, seconds in cpu.items():
         result[f"cpu_{who}_pct"] = round(100 * seconds / wall, 1)
