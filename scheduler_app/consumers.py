@@ -5,12 +5,14 @@ stream and process, shared encoding, per-socket bounded queues, gap repair) is `
 
 Order on connect matters:
 1. authenticate and authorise (``access.can_view``: the owner, or a user allowed to read all)
-   *before* joining any group; a refused socket is accepted only to be closed at once with a code the browser can show
-   (4401 not logged in, 4403 not allowed, 4404 no such plugin), so it stops retrying;
+   *before* subscribing to anything; a refused socket is accepted only to be closed at once
+   with a code the browser can show (4401 not logged in, 4403 not allowed, 4404 no such
+   plugin), so it stops retrying;
 2. join the stream's feed, *then* read the backlog from the database: a line persisted in
    between is both replayed and relayed, and the viewer drops the duplicate by id, so there
    is no gap;
-3. relay ``log.lines`` and ``run.status`` group messages (shapes in ``streams.py``).
+3. relay ``log.lines`` and ``run.status`` messages (shapes in ``streams.py``; carried by
+   ``live_bus.py``).
 
 Messages to the browser: ``{"type": "hello", "jobs": {id: label}, "runs": [...]}``,
 ``{"type": "lines", "lines": [...], "replay": bool}``, ``{"type": "run", "run": {...}}`` and
