@@ -101,7 +101,7 @@ def _backlog(plugin_id: int, user_id: int, after: int | None, run_id: int | None
 class LogConsumer(AsyncJsonWebsocketConsumer):
     # No channel of its own: one more channel-layer reader per socket would cost a Redis round
     # trip per message; live frames come through the process's feed (live_hub) instead.
-    channel_layer_alias = None  # type: ignore[assignment]
+    channel_layer_alias = None
     group: str | None = None
     viewer: live_hub.Viewer | None = None
 
