@@ -1,11 +1,12 @@
-"""The live-log fan-out: one channel-layer subscription per stream and process, many viewers.
+"""The live-log fan-out: one subscription per stream and process, many viewers.
 
 A web process may have a hundred sockets watching one stream. If every socket had its own
 channel, one published batch would become a hundred channel-layer messages (a hundred Redis
-writes and reads), a hundred decodes and a hundred JSON encodings. Here a process joins each
-stream's group ONCE (a ``StreamFeed`` with its own channel), and each batch that arrives is
-decoded once, described once (``Frame``: ids, runs, sequence ranges) and encoded once; every
-local ``Viewer`` then sends the same text, unless it must filter (a one-run view, lines it
+writes and reads), a hundred decodes and a hundred JSON encodings. Here a process subscribes
+to each stream ONCE (a ``StreamFeed``, on the carrier of ``live_bus.py``), and each batch
+that arrives is decoded once, described once (``Frame``: ids, runs, sequence ranges) and
+encoded once; every local ``Viewer`` then sends the same text (under daphne the same
+websocket bytes, ``socket_flow.py``), unless it must filter (a one-run view, lines it
 already got in its replay) or repair a gap.
 
 Each viewer has a bounded queue drained by its own task, so a slow socket never holds up the
@@ -13,11 +14,11 @@ feed or the other viewers. A viewer whose queue passes ``max_queued_bytes`` (a b
 tab, a bad network) is dropped from the live stream: it is sent ``{"type": "behind"}`` (and
 closed with ``CLOSE_FELL_BEHIND`` if it does not close by itself); the browser reconnects
 with ``?after=<last id it showed>`` and catches up from the database, like after any
-reconnect. Memory per viewer is therefore
-bounded by the queue, plus what the server buffers for the socket (see ``socket_flow.py``).
+reconnect. Memory per viewer is therefore bounded by the queue, plus what the server
+buffers for the socket (see ``socket_flow.py``).
 
 The same code runs with the in-memory channel layer (``./dev.sh run``: one process, no
-Redis) and with Redis (any number of web processes; each joins the group once).
+Redis) and with Redis (any number of web processes; each subscribes once per stream).
 """
 
 from __future__ import annotations
