@@ -269,6 +269,33 @@ def test_the_view_reconnects_after_a_restart_and_resumes_without_gap_or_duplicat
     assert hellos == ["Hello, Ann! (1/2)", "Hello, Ann! (2/2)"] * 2, json.dumps(messages)
 
 
+def test_a_view_told_it_fell_behind_reconnects_at_once_and_catches_up(server, browser, alice, sample_plugin):
+    job = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann", "times": 2}, description="greeter"))
+    page = log_in(browser, server, "alice", "alice-pass")
+    page.goto(f"{server.url}/plugins/{sample_plugin.pk}/")
+    expect = playwright_sync.expect
+    state = page.locator(".logview-state")
+    expect(state).to_have_text("live")
+    page.locator(f"#job-{job.pk}").get_by_role("button", name="Run now").click()
+    expect(page.locator(".logline[data-id]").filter(has_text="done")).to_have_count(1, timeout=30_000)
+    per_run = page.locator(".logline[data-id]").count()
+
+    # What the server sends a socket whose queue passed LIVE_LOG_VIEWER_BUFFER (live_hub.Viewer).
+    page.evaluate("""() => {
+        const view = window.jobschedulerLogViews[0];
+        view.handle({type: "behind"});
+    }""")
+    expect(page.locator(".logline.is-marker").last).to_contain_text("fell behind")
+    expect(state).to_have_text("live", timeout=10_000)
+    db(lambda: services.run_now(Job.objects.get(pk=job.pk)))
+    expect(page.locator(".logline[data-id]").filter(has_text="done")).to_have_count(2, timeout=30_000)
+    ids = page.eval_on_selector_all(".logline[data-id]", "els => els.map(e => Number(e.dataset.id))")
+    assert len(ids) == len(set(ids)) == 2 * per_run
+    assert ids == sorted(ids)
+    markers = page.eval_on_selector_all(".logline.is-marker", "els => els.map(e => e.textContent)")
+    assert not any("retrying" in m or "disconnected" in m for m in markers), markers  # no backoff, no outage
+
+
 def test_staff_watch_alices_page_read_only(staff, server, browser, alice, sample_plugin):
     job = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann", "times": 1}, description="hers"))
     page = log_in(browser, server, "staff", "staff-pass")
