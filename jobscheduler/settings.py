@@ -12,7 +12,9 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from jobscheduler import env as env_module
 from jobscheduler.env import (
+    DEVELOPMENT_SECRET_KEY,
     env_bool,
     env_float,
     env_int,
@@ -27,12 +29,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEBUG = env_bool("DEBUG", False)
 
 SECRET_KEY = env_str("SECRET_KEY")
+#: True when SECRET_KEY is the built-in development key (the secret box refuses to encrypt with it in production).
+SECRET_KEY_IS_DEVELOPMENT = not SECRET_KEY
 if not SECRET_KEY:
-    if not DEBUG:
+    # Serving (serve, runscheduler, the ASGI app, check) needs a real key unless DEBUG is on;
+    # one-shot commands from a checkout (startplugin, runplugin, migrate...) do not sign anything
+    # a browser keeps, so manage.py lets them run with the development key (env.ONE_SHOT_COMMAND).
+    if not DEBUG and not env_module.ONE_SHOT_COMMAND:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set: set SECRET_KEY to a long random string (or DEBUG=true for a development key)"
         )
-    SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production-0123456789"
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
