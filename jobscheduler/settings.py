@@ -41,6 +41,12 @@ if not SECRET_KEY:
         )
     SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
+# Old keys still accepted while sessions (and secrets sealed with a derived key) move to the new one.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
+# Fernet keys for secrets in job configs (first encrypts, all decrypt); unset: derived from
+# SECRET_KEY and SECRET_KEY_FALLBACKS. Rotation: docs/operations.md, scheduler_app/secretbox.py.
+CONFIG_SECRET_KEYS = env_list("CONFIG_SECRET_KEYS", [])
+
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 for _origin in CSRF_TRUSTED_ORIGINS:
@@ -129,6 +135,8 @@ except Exception:
         f"TIME_ZONE={TIME_ZONE!r}: expected an IANA time zone name such as UTC or Europe/Paris"
     ) from None
 USE_I18N = True
+# Times with seconds everywhere (the admin's lists too): runs 10 s apart must not look the same.
+FORMAT_MODULE_PATH = ["jobscheduler.formats"]
 USE_TZ = True
 
 STATIC_URL = "static/"

@@ -12,7 +12,7 @@ from typing import Any, cast
 from django import forms
 
 from scheduler_app import jsonform_schema
-from scheduler_app.config_forms import ConfigField, initial_config
+from scheduler_app.config_forms import ConfigField, clear_secrets, initial_config
 from scheduler_app.models import Plugin
 from scheduler_app.plugin_host import ConfigValidationError
 
@@ -43,6 +43,13 @@ class JobForm(forms.Form):
         )
         if readonly:
             self.fields["description"].disabled = True
+        if self.is_bound and not readonly:
+            # The page's "Clear" boxes: forget those stored secrets before the config is cleaned.
+            clear_secrets(cast(ConfigField, self.fields["config"]), self.data.getlist(self.add_prefix("clear_secret")))
+
+    @property
+    def secret_states(self) -> list[Any]:
+        return cast(ConfigField, self.fields["config"]).secret_states
 
     def add_config_errors(self, exc: ConfigValidationError) -> None:
         """Show errors the service layer found (normally the field already caught them)."""
