@@ -434,13 +434,9 @@ class JobAdmin(admin.ModelAdmin):
         )
         if result.replaced:
             # One active job per user and plugin: say which ones the activation switched off.
-            self.message_user(
-                request,
-                ngettext("%d job deactivated in their place: ", "%d jobs deactivated in their place: ", len(result.replaced))
-                % len(result.replaced)
-                + "; ".join(str(job) for job in result.replaced),
-                messages.WARNING,
-            )
+            count = len(result.replaced)
+            lead = ngettext("%d job deactivated in their place: ", "%d jobs deactivated in their place: ", count)
+            self.message_user(request, lead % count + "; ".join(str(job) for job in result.replaced), messages.WARNING)
         if problems:
             refused = ngettext("%d job refused: ", "%d jobs refused: ", len(problems)) % len(problems)
             self.message_user(request, refused + "; ".join(problems), messages.WARNING)

@@ -20,11 +20,11 @@ from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import ConfigValidationError, FieldError, PluginLoadError
 
 __all__ = [
+    "BulkResult",
     "ConfigValidationError",
     "JobRuleError",
     "activate_job",
     "bulk_set_active",
-    "BulkResult",
     "clone_job",
     "config_problem",
     "create_job",
@@ -78,7 +78,9 @@ def _require_runnable(job: Job, action: str) -> None:
         raise JobRuleError(f"Not {action}: the operators disabled the plugin {job.plugin.display_name}.")
     problem = config_problem(job)
     if problem:
-        raise JobRuleError(f"Not {action}: the saved configuration no longer fits the plugin ({problem}); edit and save it first.")
+        raise JobRuleError(
+            f"Not {action}: the saved configuration no longer fits the plugin ({problem}); edit and save it first."
+        )
 
 
 def create_job(

@@ -73,7 +73,7 @@ def test_runplugin_never_prints_a_secret():
     assert '"token": "**********"' in done.stderr
 
 
-OPTIONAL_SECRET_PLUGIN = '''
+OPTIONAL_SECRET_PLUGIN = """
 from pydantic import BaseModel, SecretStr
 
 from scheduler_app import JobPlugin, RunContext, hookimpl
@@ -94,7 +94,7 @@ class Plugin(JobPlugin):
     @hookimpl
     async def run(self, config: Config, context: RunContext) -> None:
         context.logger.info("key has %d characters", len(config.api_key.get_secret_value()))
-'''
+"""
 
 
 def test_runplugin_never_prints_an_optional_or_nested_secret(module_path: PluginFolder):

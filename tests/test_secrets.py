@@ -47,7 +47,7 @@ def test_the_page_says_the_secret_is_set_never_shows_it_and_clear_empties_it(ali
     client.force_login(alice)
     body = client.get(f"/plugins/{job.plugin_id}/").content.decode()
     assert TOKEN not in body and job.config["token"] not in body
-    assert 'data-secret-state>set<' in body
+    assert "data-secret-state>set<" in body
     assert f'name="job-{job.pk}-clear_secret"' in body
     # Saving with the secret left blank keeps it...
     fields = {f"job-{job.pk}-description": "deploy", f"job-{job.pk}-config": json.dumps({"token": ""})}
@@ -58,7 +58,7 @@ def test_the_page_says_the_secret_is_set_never_shows_it_and_clear_empties_it(ali
     assert client.post(f"/jobs/{job.pk}/save/", cleared).status_code == 302
     assert Job.objects.get(pk=job.pk).config["token"] == ""
     body = client.get(f"/plugins/{job.plugin_id}/").content.decode()
-    assert 'data-secret-state>not set<' in body
+    assert "data-secret-state>not set<" in body
 
 
 def test_the_admin_and_dumpdata_never_show_a_secret(job, staff):
