@@ -121,6 +121,8 @@ AUTH_PASSWORD_VALIDATORS = [
 FIXTURE_DIRS = [BASE_DIR / "fixtures"]
 
 LOGIN_URL = "login"
+# How often an open live log re-checks its login session (a logout elsewhere closes it with 4401).
+LIVE_LOG_SESSION_CHECK_SECONDS = env_float("LIVE_LOG_SESSION_CHECK_SECONDS", 3.0, minimum=0.5)
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 

@@ -27,6 +27,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from scheduler_app import selectors, streams
 from scheduler_app.models import Plugin
+from scheduler_app.session_watch import SessionWatch
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -101,6 +102,7 @@ def _backlog(plugin_id: int, user_id: int, after: int | None, run_id: int | None
 
 class LogConsumer(AsyncJsonWebsocketConsumer):
     group: str | None = None
+    session_watch: SessionWatch | None = None
 
     async def connect(self) -> None:
         self.group = None
@@ -124,6 +126,9 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         self.group = streams.log_group_name(plugin_id, user_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        # Logging out (in any tab) ends this stream within a few seconds: closed with 4401.
+        self.session_watch = SessionWatch(self)
+        self.session_watch.start()
         # Group messages queue up while this handler runs (Channels dispatches one at a time),
         # so everything relayed later comes after the backlog.
         context, lines = await _backlog(plugin_id, user_id, after, self.run_filter)
@@ -147,6 +152,8 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
+        if self.session_watch is not None:
+            self.session_watch.stop()
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
