@@ -276,7 +276,6 @@
   LogView.prototype.runHeader = function (line) {
     var li = el("li", "logline is-run-header");
     li.setAttribute("data-run-header", String(line.run));
-    li.setAttribute("data-run", String(line.run));
     li.setAttribute("data-job", String(line.job));
     var link = el("a", null, "run #" + line.run);
     link.href = "/runs/" + encodeURIComponent(line.run) + "/";
@@ -295,14 +294,15 @@
   LogView.prototype.setFilter = function (kind, id) {
     this.filter = { kind: kind || "all", id: id };
     var self = this;
-    Array.prototype.forEach.call(this.list.querySelectorAll(".logline[data-run]"), function (li) { self.applyFilter(li); });
+    Array.prototype.forEach.call(this.list.querySelectorAll(".logline[data-run], .logline[data-run-header]"), function (li) { self.applyFilter(li); });
     this.root.setAttribute("data-filter-kind", this.filter.kind);
     if (!this.paused) this.scrollToEnd();
   };
 
   LogView.prototype.applyFilter = function (li) {
     var f = this.filter;
-    li.hidden = f.kind === "run" ? Number(li.getAttribute("data-run")) !== f.id
+    var run = Number(li.getAttribute("data-run") || li.getAttribute("data-run-header"));
+    li.hidden = f.kind === "run" ? run !== f.id
       : f.kind === "job" ? Number(li.getAttribute("data-job")) !== f.id : false;
     return li;
   };
