@@ -7,6 +7,7 @@ the widget's ``error_map`` so each message shows under the input it is about.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from django import forms
@@ -48,6 +49,11 @@ class JobForm(forms.Form):
             getlist = getattr(self.data, "getlist", None)  # a QueryDict from a request; a dict in tests
             ticked = getlist(self.add_prefix("clear_secret")) if getlist else []
             clear_secrets(cast(ConfigField, self.fields["config"]), ticked)
+
+    @property
+    def has_required(self) -> bool:
+        """Whether any input of the config is required (the page then explains the * marker)."""
+        return '"required"' in json.dumps(cast(ConfigField, self.fields["config"]).schema)
 
     @property
     def secret_states(self) -> list[Any]:

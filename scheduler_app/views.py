@@ -352,7 +352,7 @@ def _run_now(request: HttpRequest, job: Job, saved: bool = False) -> HttpRespons
             messages.success(request, f"Saved {_label(job)}.")
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"{prefix}Run #{run.pk} of {_label(job)} queued: its log appears beside.")
+        messages.success(request, f"{prefix}Run #{run.pk} of {_label(job)} queued: its log appears in the live log.")
     return _back(request, job)
 
 
