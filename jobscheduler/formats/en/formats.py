@@ -2,6 +2,6 @@
 
 DATE_FORMAT = "Y-m-d"
 TIME_FORMAT = "H:i:s"
-DATETIME_FORMAT = "Y-m-d H:i:s"
+DATETIME_FORMAT = "Y-m-d H:i:s T"
 SHORT_DATE_FORMAT = "Y-m-d"
 SHORT_DATETIME_FORMAT = "Y-m-d H:i:s"
