@@ -358,6 +358,16 @@ def _run_now(request: HttpRequest, job: Job, saved: bool = False) -> HttpRespons
 
 @login_required
 @require_GET
+def run_state(request: HttpRequest, run_id: int) -> JsonResponse:
+    """One run's state: the run page's fallback when its live stream missed the end."""
+    runs = JobRun.objects.defer("traceback")
+    if not request.user.is_staff:
+        runs = runs.filter(job__user_id=_uid(request))
+    return JsonResponse({"run": streams.run_payload(get_object_or_404(runs, pk=run_id))})
+
+
+@login_required
+@require_GET
 def jobs_state(request: HttpRequest) -> JsonResponse:
     """The dashboard's live cells: each job's last run and next run (polled every few seconds)."""
     subject = _subject(request)

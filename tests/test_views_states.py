@@ -129,3 +129,12 @@ def test_every_page_links_to_a_password_page_in_the_sites_own_look(client):
     assert 'href="/accounts/password_change/"' in client.get("/").content.decode()
     page = client.get("/accounts/password_change/").content.decode()
     assert "Change your password" in page and "Django administration" not in page
+
+
+def test_a_runs_state_is_its_owners(client, job, bob):
+    run = JobRun.objects.create(job=job, slot=timezone.now(), status=JobRun.Status.RUNNING)
+    assert client.get(f"/runs/{run.pk}/state/").json()["run"]["status"] == "running"
+    assert f'data-run-state="/runs/{run.pk}/state/"' in client.get(f"/runs/{run.pk}/").content.decode()
+    other = Client()
+    other.force_login(bob)
+    assert other.get(f"/runs/{run.pk}/state/").status_code == 404

@@ -151,12 +151,34 @@
     document.addEventListener("visibilitychange", function () { if (!document.hidden) poll(); });
   }
 
-  /* A run page: the facts follow the run's live events. */
+  /* A run page: the facts follow the run's live events (and, as a fallback for an end the
+     stream missed, a poll of the run's state every 5 s until it has finished). */
   function followRun(facts) {
     var runId = Number(facts.getAttribute("data-run-facts"));
+    var stateUrl = facts.getAttribute("data-run-state");
+    var finished = !stateUrl;
+    if (stateUrl) {
+      var timer = window.setInterval(function () {
+        if (finished) { window.clearInterval(timer); return; }
+        fetch(stateUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+          .then(function (response) { return response.ok ? response.json() : null; })
+          .then(function (state) {
+            if (state && state.run && FINISHED.indexOf(state.run.status) !== -1 && !finished) {
+              (window.jobschedulerLogViews || []).forEach(function (view) { view.updateRun(state.run); });
+            }
+          })
+          .catch(function () { /* the next poll tries again */ });
+      }, 5000);
+    }
     document.addEventListener("jobscheduler:run", function (event) {
       var run = event.detail;
       if (!run || run.id !== runId) return;
+      if (FINISHED.indexOf(run.status) !== -1) finished = true;
+      var badge = document.querySelector("[data-run-status]");
+      if (badge) {
+        badge.textContent = statusText(run.status);
+        badge.className = "badge badge-" + run.status.replace("_", "-");
+      }
       ["started_at", "finished_at"].forEach(function (name) {
         var cell = facts.querySelector('[data-run-field="' + name + '"]');
         if (cell && run[name]) {
