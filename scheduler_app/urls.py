@@ -21,4 +21,6 @@ urlpatterns = [
     path("runs/<int:run_id>/", views.run_detail, name="run"),
     path("runs/<int:run_id>/state/", views.run_state, name="run_state"),
     path("state/", views.jobs_state, name="jobs_state"),
+    path("runs/<int:run_id>/lines/", views.run_log_lines, name="run_lines"),
+    path("runs/<int:run_id>/log.txt", views.run_log_download, name="run_log"),
 ]
