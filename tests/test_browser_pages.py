@@ -276,3 +276,46 @@ def test_a_saved_secret_shows_as_set_and_can_be_cleared(server, browser, alice):
     expect(page.locator(".message-success")).to_contain_text("Saved")
     expect(page.locator(f"#job-{job.pk}").locator("[data-secret-state]")).to_have_text("not set")
     assert db(lambda: Job.objects.get(pk=job.pk).config["token"]) == ""
+
+
+def test_disabled_plugins_and_stale_configs_are_shown_as_such(server, browser, alice, sample_plugin):
+    lab = db(lambda: Plugin.objects.create(name="Lab", package=LAB, interval=3600))
+    off = db(lambda: services.create_job(alice, lab, {}, description="paused lab"))
+    stale = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann"}, description="stale"))
+    db(lambda: Job.objects.filter(pk=stale.pk).update(config={"name": "Ann", "times": 99}))
+    db(lambda: Plugin.objects.filter(pk=lab.pk).update(enabled=False))
+    page = open_page(browser, server, "alice", "alice-pass")
+    expect(page.locator(f"#plugin-{lab.pk} [data-plugin-disabled]")).to_have_text("disabled by the operators")
+    expect(page.locator(f"#plugin-{lab.pk}")).to_contain_text("paused lab")
+
+    page.goto(f"{server.url}/plugins/{lab.pk}/")
+    expect(page.locator(".alert[data-plugin-disabled]")).to_be_visible()
+    card = page.locator(f"#job-{off.pk}")
+    expect(card.get_by_role("button", name="Activate")).to_be_disabled()
+    expect(card.get_by_role("button", name="Run now")).to_be_disabled()
+
+    page.goto(f"{server.url}/plugins/{sample_plugin.pk}/")
+    card = page.locator(f"#job-{stale.pk}")
+    expect(card.locator("[data-config-problem]")).to_contain_text("no longer fits")
+    expect(card.get_by_role("button", name="Activate")).to_be_disabled()
+    card.get_by_role("button", name="Run now").click()
+    expect(page.locator(".message-error")).to_contain_text("no longer fits the plugin")
+    assert db(lambda: JobRun.objects.count()) == 0
+
+
+def test_the_admin_lists_fit_1280_px_and_show_seconds(staff, server, browser, alice, sample_plugin):
+    job = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann", "times": 1}, description="greeter"))
+    wait_finished(db(lambda: services.run_now(job)).pk)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{server.url}/admin/login/")
+    page.fill("#id_username", "staff")
+    page.fill("#id_password", "staff-pass")
+    page.click("input[type=submit]")
+    for path in ("jobrun", "plugin", "job", "schedulernode"):
+        page.goto(f"{server.url}/admin/scheduler_app/{path}/")
+        results = page.locator("#changelist .results")
+        sizes = results.evaluate("e => [e.scrollWidth, e.clientWidth]")
+        assert sizes[0] <= sizes[1], (path, sizes)
+        assert width(page) <= 1280, path
+    page.goto(f"{server.url}/admin/scheduler_app/jobrun/")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+", page.locator("td.field-slot").first.inner_text())
