@@ -423,10 +423,7 @@ def _run_now(request: HttpRequest, job: Job, saved: bool = False) -> HttpRespons
 @require_GET
 def run_state(request: HttpRequest, run_id: int) -> JsonResponse:
     """One run's state: the run page's fallback when its live stream missed the end."""
-    runs = JobRun.objects.select_related("job").defer("traceback")
-    if not request.user.is_staff:
-        runs = runs.filter(job__user_id=_uid(request))
-    run = get_object_or_404(runs, pk=run_id)
+    run = _visible_run(request, run_id)
     return JsonResponse({"run": streams.run_payload(streams.RunSnapshot.of(run))})
 
 
