@@ -212,6 +212,10 @@ if SCHEDULER["LOST_AFTER_SECONDS"] < 2 * SCHEDULER["HEARTBEAT_SECONDS"]:
         f"SCHEDULER_HEARTBEAT_SECONDS ({SCHEDULER['HEARTBEAT_SECONDS']:g} s)"
     )
 
+# Live logs: the most encoded bytes one websocket may have queued and unsent before it is told
+# it fell behind and resumes from the database (scheduler_app/live_hub.py).
+LIVE_LOG_VIEWER_BUFFER = env_int("LIVE_LOG_VIEWER_BUFFER", 1_000_000, minimum=10_000)
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(
