@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.template import engines
-from django.utils.html import conditional_escape
 from django.utils import timezone
+from django.utils.html import conditional_escape
 
 from scheduler_app import config_forms, plugin_host
 from tests.plugins.helpers import PluginFolder, module_path_fixture  # noqa: F401 - the fixture
