@@ -153,6 +153,12 @@ def process_kind(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -
     return "command"
 
 
+#: The most connections a scheduler engine keeps (one per thread that touches the database:
+#: writer, reader, plugin loader, start-up; 3 measured under load). The sizing rule in
+#: docs/deployment.md and an embedded scheduler's share of a web pool use it.
+SCHEDULER_CONNECTIONS = 4
+
+
 class PoolSize(TypedDict):
     """psycopg_pool's ``ConnectionPool`` options a web process uses (docs/operations.md)."""
 

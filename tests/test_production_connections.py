@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -24,7 +26,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test import Client
 
-from jobscheduler.env import PoolSize, connections_for_process, parse_database_url, process_kind
+from jobscheduler.env import (
+    SCHEDULER_CONNECTIONS,
+    PoolSize,
+    connections_for_process,
+    parse_database_url,
+    process_kind,
+)
 from scheduler_app import services
 from tests.processes import database_url, free_port, manage, wait_for_port
 
@@ -241,3 +249,31 @@ def test_two_hundred_websockets_connecting_at_once_are_all_accepted(tmp_path: Pa
         raise
     finally:
         web.stop(timeout=10)
+
+
+def pool_of(argv: list[str], **env: str) -> object:
+    """The pool options ``jobscheduler.settings`` gives a process started as ``argv``."""
+    code = (
+        "import json, sys; sys.argv = json.loads(sys.argv[1]); from django.conf import settings; "
+        "print(json.dumps(settings.DATABASES['default']['OPTIONS'].get('pool')))"
+    )
+    full_env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "jobscheduler.settings",
+        "SECRET_KEY": "x" * 50,
+        "DB_CONNECTION": "postgres://u@db.invalid:5432/jobs",
+        **env,
+    }
+    full_env.pop("JOBSCHEDULER_PROCESS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(argv)], env=full_env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_settings_pool_web_processes_and_leave_room_for_an_embedded_scheduler():
+    assert pool_of(["manage.py", "serve"], DB_POOL_MAX_SIZE="6") == {"min_size": 1, "max_size": 6, "timeout": 20.0}
+    assert pool_of(["manage.py", "runscheduler"], DB_POOL_MAX_SIZE="6") is None
+    # The embedded scheduler's threads hold their connections for good: on top of the requests'.
+    embedded = pool_of(["manage.py", "serve"], DB_POOL_MAX_SIZE="6", SCHEDULER_EMBEDDED="true")
+    assert embedded["max_size"] == 6 + SCHEDULER_CONNECTIONS
