@@ -145,7 +145,9 @@ def process_kind(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -
             raise ImproperlyConfigured(f"JOBSCHEDULER_PROCESS={raw!r}: expected one of {', '.join(PROCESS_KINDS)}")
         return raw
     program = Path(argv[0]) if argv else Path()
-    if program.name in {"manage.py", "django-admin"} or program.parent.name == "django":  # python -m django
+    if program.name == "__main__.py":  # python -m daphne, python -m django...
+        program = program.parent
+    if program.name in {"manage.py", "django-admin", "django"}:
         command = argv[1] if len(argv) > 1 else ""
         return "scheduler" if command == "runscheduler" else "web" if command == "serve" else "command"
     if program.name in ASGI_SERVERS:

@@ -34,7 +34,7 @@ from jobscheduler.env import (
     process_kind,
 )
 from scheduler_app import services
-from tests.processes import database_url, free_port, manage, wait_for_port
+from tests.processes import ManagedProcess, database_url, free_port, manage, process_env, wait_for_port
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POOL: PoolSize = {"min_size": 1, "max_size": 3, "timeout": 20.0}
@@ -53,6 +53,7 @@ ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
         (["/usr/lib/python3/site-packages/django/__main__.py", "runscheduler"], "scheduler"),
         (["/srv/app/.venv/bin/daphne", "--port", "8001", "jobscheduler.asgi:application"], "web"),
         (["/srv/app/.venv/bin/uvicorn", "jobscheduler.asgi:application"], "web"),
+        (["/srv/app/.venv/lib/python3.11/site-packages/daphne/__main__.py", "-p", "8001"], "web"),
         (["/srv/app/.venv/bin/pytest", "-q"], "command"),
         ([], "command"),
     ],
@@ -89,6 +90,10 @@ def test_web_processes_pool_postgresql_connections_and_schedulers_keep_theirs(tm
 
 
 # -- a real web process on PostgreSQL ------------------------------------------------------------
+
+
+def python(args: list[str], log_path: Path, **env: str) -> ManagedProcess:
+    return ManagedProcess([sys.executable, *args], log_path, process_env(**env))
 
 
 def session_cookie(user: Any) -> str:
@@ -155,15 +160,25 @@ async def get_pages(base: str, cookie: str, paths: list[str], concurrency: int) 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(not ON_POSTGRES, reason="pooling is PostgreSQL's: runs in the PostgreSQL leg of ./dev.sh test")
-def test_a_burst_of_requests_never_holds_more_connections_than_the_web_pool(tmp_path: Path, alice, sample_plugin):
+@pytest.mark.parametrize("launcher", ["manage.py serve", "daphne"])
+def test_a_burst_of_requests_never_holds_more_connections_than_the_web_pool(
+    tmp_path: Path, alice, sample_plugin, launcher: str
+):
     services.create_job(alice, sample_plugin, {"name": "Pool", "times": 1}, description="pooled")
     # A pool of one: every request waits for the same connection, so one connection left
     # borrowed (by start-up, or a request that never gave it back) would stop the process.
     pool: PoolSize = {"min_size": 1, "max_size": 1, "timeout": 20.0}
     name = f"web-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    web = manage(
-        ["serve", "--port", str(port), "--no-scheduler"],
+    # Both ways docs/deployment.md starts a web process: the command, and daphne's own CLI
+    # (the systemd unit), which must be recognised as a web process from its command line.
+    command = (
+        ["serve", "--port", str(port), "--no-scheduler"]
+        if launcher == "manage.py serve"
+        else ["-m", "daphne", "-p", str(port), "jobscheduler.asgi:application"]
+    )
+    web = (manage if launcher == "manage.py serve" else python)(
+        command,
         tmp_path / "web.log",
         DB_CONNECTION=f"{database_url()}?application_name={name}",
         DB_POOL_MIN_SIZE=str(pool["min_size"]),
