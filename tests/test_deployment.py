@@ -209,6 +209,6 @@ def test_probes_answer_plain_http_for_any_host_under_the_production_settings(pro
     conn.request("GET", "/readyz", headers={"Host": "10.0.0.5:8000"})
     response = conn.getresponse()
     body = json.loads(response.read())
-    # this machine has no redis.internal (the documented REDIS_URL) and this test no runscheduler
-    assert response.status == 503 and body["failing"] == ["channel_layer", "scheduler_nodes"]
+    # no runscheduler in this test: not ready, and the body says why
+    assert response.status == 503 and "scheduler_nodes" in body["failing"]
     assert body["checks"]["database"] == {"ok": True}
