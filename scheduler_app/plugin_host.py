@@ -53,7 +53,7 @@ import pluggy
 from pluggy import HookImpl, Result
 from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 
-from scheduler_app import hookspecs
+from scheduler_app import hookspecs, secretbox
 from scheduler_app.contract import PROJECT_NAME, RunContext
 
 logger = logging.getLogger("scheduler_app.plugins")
@@ -131,6 +131,10 @@ class LoadedPlugin:
     def validate(self, raw: dict[str, Any]) -> BaseModel:
         """Validate ``raw`` through the plugin's ``config`` hook (raises ConfigValidationError)."""
         require_object(raw)
+        try:
+            raw = secretbox.reveal(raw)  # stored secrets are encrypted; the plugin gets the value
+        except secretbox.SecretDecryptError as exc:
+            raise ConfigValidationError([FieldError((), str(exc))]) from exc
         try:
             model = self.manager.hook.config(raw=raw)
         except ValidationError as exc:
@@ -479,8 +483,7 @@ def validate_config(package: str, raw: dict[str, Any], code_version: int | None 
     """Validate ``raw`` for the plugin and return the normalised JSON object to store.
 
     ``code_version`` (``Plugin.code_version``) makes a process that missed a reload (a web
-    worker) pick the new code up first. Secrets are stored as their real value (the JSON
-    dump would mask them).
+    worker) pick the new code up first. Secrets come out encrypted (``secretbox``), ready to store.
     """
     model = get_plugin(package, code_version).validate(raw)
     return to_storable(model)
@@ -496,7 +499,7 @@ def to_storable(model: BaseModel) -> dict[str, Any]:
             return [convert(v) for v in value]
         if isinstance(value, (SecretStr, SecretBytes)):
             secret = value.get_secret_value()
-            return secret.decode() if isinstance(secret, bytes) else secret
+            return secretbox.seal(secret.decode() if isinstance(secret, bytes) else secret)
         return to_jsonable_python(value)
 
     return convert(model.model_dump(mode="python", by_alias=True))
