@@ -14,6 +14,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+#: The key DEBUG and one-shot commands use when SECRET_KEY is unset; never good for serving.
+DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production-0123456789"
+
+#: Set by manage.py before the settings load: True for commands that serve nobody (startplugin,
+#: runplugin, migrate...), which may then run from a checkout without SECRET_KEY. A module
+#: variable, not an environment variable, so no process started from here inherits it.
+ONE_SHOT_COMMAND = False
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -78,6 +86,14 @@ def parse_database_url(url: str, *, base_dir: Path, var: str = "DB_CONNECTION") 
         if parts.netloc or not parts.path or parts.path == "/":
             raise ImproperlyConfigured(f"{var}={url!r}: expected {form}")
         raw_path = unquote(parts.path[1:])  # sqlite:///x.db -> "x.db"; sqlite:////abs -> "/abs"
+        if raw_path == ":memory:" or "mode=memory" in parts.query:
+            # Every connection (web threads, the scheduler's writer) would get its own empty
+            # database: a login page over no tables. Refuse instead of serving that.
+            raise ImproperlyConfigured(
+                f"{var}={url!r}: an in-memory database is not supported (each connection would see its "
+                "own empty database); use a file, e.g. sqlite:///demo.db (./dev.sh run migrates it and "
+                "loads the demo data)"
+            )
         path = Path(raw_path)
         if not path.is_absolute():
             path = base_dir / path

@@ -34,6 +34,7 @@ from django.conf import settings
 from scheduler_app import access, live_hub, selectors, socket_flow, streams
 from scheduler_app.live_hub import CLOSE_FELL_BEHIND as CLOSE_FELL_BEHIND
 from scheduler_app.models import Plugin
+from scheduler_app.session_watch import SessionWatch
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -103,6 +104,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
     # trip per message; live frames come through the process's feed (live_hub) instead.
     channel_layer_alias = None
     group: str | None = None
+    session_watch: SessionWatch | None = None
     viewer: live_hub.Viewer | None = None
 
     async def connect(self) -> None:
@@ -134,6 +136,9 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         self.group = streams.log_group_name(plugin_id, user_id)
         await live_hub.hub_for(get_channel_layer()).join(self.group, self.viewer)
         await self.accept()
+        # Logging out (in any tab) ends this stream within a few seconds: closed with 4401.
+        self.session_watch = SessionWatch(self)
+        self.session_watch.start()
         # Live frames queue in the viewer until start(), so everything relayed comes after the backlog.
         context, lines = await _backlog(plugin_id, user_id, after, run_filter)
         hello = {"type": "hello", "jobs": context["jobs"], "runs": context["runs"]}
@@ -171,6 +176,8 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
+        if self.session_watch is not None:
+            self.session_watch.stop()
         if self.group is not None and self.viewer is not None:
             await live_hub.hub_for(get_channel_layer()).leave(self.group, self.viewer)
 

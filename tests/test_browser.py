@@ -379,3 +379,27 @@ def test_the_run_page_draws_stored_lines_like_live_ones_pages_earlier_lines_and_
     rows = target.read_text().splitlines()
     assert len(rows) == 1234 and rows[0].endswith("line 1") and rows[-1].endswith(coloured)
     assert [e for e in page.console_errors if not e.startswith("Failed to load resource")] == []
+
+
+def test_a_running_runs_page_shows_its_stored_lines_then_the_live_ones_once(server, browser, alice, sample_plugin):
+    job = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann", "times": 4}, description="slow"))
+    run = db(lambda: services.run_now(Job.objects.get(pk=job.pk)))
+    page = log_in(browser, server, "alice", "alice-pass")
+    expect = playwright_sync.expect
+    # Open the page once the run has written a line or two: those come as stored data.
+    lines = page.locator(".logline[data-id]")
+    stored_data = page.locator('.logview script[type="application/json"]')
+    for _ in range(100):
+        page.goto(f"{server.url}/runs/{run.pk}/")
+        if stored_data.count():
+            break
+        page.wait_for_timeout(200)
+    assert stored_data.count() == 1, "the run wrote no line in 20 s"
+    assert json.loads(stored_data.text_content())[0]["seq"] == 1
+    expect(lines.filter(has_text="done")).to_have_count(1, timeout=30_000)
+    messages = page.eval_on_selector_all(".logline[data-id] .msg", "els => els.map(e => e.textContent)")
+    assert [m for m in messages if m.startswith("Hello")] == [f"Hello, Ann! ({i}/4)" for i in range(1, 5)]
+    seqs = page.eval_on_selector_all(".logline[data-id]", "els => els.map(e => Number(e.dataset.seq))")
+    assert seqs == list(range(1, len(seqs) + 1))  # stored, then live: no gap, no repeat
+    expect(page.locator("[data-run-status]")).to_have_text("succeeded", timeout=30_000)
+    assert [e for e in page.console_errors if not e.startswith("Failed to load resource")] == []
