@@ -2,12 +2,11 @@
 embedded scheduler and the in-memory channel layer, as ``./dev.sh run`` starts it.
 
 Two real websocket clients watch alice's stream while a run logs 10,000 lines (2.5 MB of
-frames) over two seconds: one
-reads everything, the other stops reading (a small receive window and nothing read, like a
-tab on a bad network). The reading one gets every line once and in order without waiting for
-the stalled one; the stalled one, when it reads again, finds it was told it fell behind
-(before receiving all lines: what did not fit was dropped, not buffered) and resumes with
-``?after=`` from the database, ending with every line once.
+frames) over two seconds: one reads everything, the other stops reading (a small receive
+window and nothing read, like a tab on a bad network). The reading one gets every line once
+and in order without waiting for the stalled one; the stalled one, when it reads again, finds
+it was told it fell behind (before receiving all lines: what did not fit was dropped, not
+buffered) and resumes with ``?after=`` from the database, ending with every line once.
 """
 
 from __future__ import annotations
