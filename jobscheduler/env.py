@@ -161,12 +161,20 @@ def process_kind(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -
             raise ImproperlyConfigured(f"JOBSCHEDULER_PROCESS={raw!r}: expected one of {', '.join(PROCESS_KINDS)}")
         return raw
     program = Path(argv[0]) if argv else Path()
-    if program.name in {"manage.py", "django-admin"} or program.parent.name == "django":  # python -m django
+    if program.name == "__main__.py":  # python -m daphne, python -m django...
+        program = program.parent
+    if program.name in {"manage.py", "django-admin", "django"}:
         command = argv[1] if len(argv) > 1 else ""
         return "scheduler" if command == "runscheduler" else "web" if command == "serve" else "command"
     if program.name in ASGI_SERVERS:
         return "web"
     return "command"
+
+
+#: The most connections a scheduler engine keeps (one per thread that touches the database:
+#: writer, reader, plugin loader, start-up; 3 measured under load). The sizing rule in
+#: docs/deployment.md and an embedded scheduler's share of a web pool use it.
+SCHEDULER_CONNECTIONS = 4
 
 
 class PoolSize(TypedDict):

@@ -228,11 +228,13 @@ class ConfigField(JSONFormField):
         self.validate(data)
         if data in (None, ""):
             data = {}
-        if isinstance(data, dict):
-            data = jsonform_schema.prepare_submission(self.schema, data, self.stored)
         from scheduler_app import services
 
         try:
+            if isinstance(data, dict):
+                # The storable check first: the widget's helpers walk the data recursively.
+                config_input.check_storable(data)
+                data = jsonform_schema.prepare_submission(self.schema, data, self.stored)
             return services.validate_config(self.plugin, data)
         except ConfigValidationError as exc:
             errors = [(e.loc, e.message) for e in exc.errors]

@@ -25,8 +25,10 @@ plugin. Loading errors become ``PluginLoadError`` with a message an operator can
 (package, what failed, file and line, where it looked); config errors become
 ``ConfigValidationError`` with one entry per offending field.
 
-All state is behind one re-entrant lock: the engine calls in from worker threads and the
-event loop. ``JOBSCHEDULER_TRACE_PLUGINS=1`` logs every hook call (logger
+All state is behind one re-entrant lock, for the threads of web processes and commands. The
+scheduler engine never calls in from its event loop: its registry (``engine/registry.py``,
+one object per engine) calls ``get_plugin`` from its own loader thread and keeps the outcome
+per code version for the loop. ``JOBSCHEDULER_TRACE_PLUGINS=1`` logs every hook call (logger
 ``scheduler_app.plugins.trace``).
 """
 

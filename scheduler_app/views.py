@@ -283,7 +283,7 @@ def run_log_lines(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def run_log_download(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_log_download(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
     """The whole log as plain text, streamed from the database a chunk at a time."""
     run = _visible_run(request, run_id)
     # An ASGI server consumes an async iterator as a stream but would buffer a sync one

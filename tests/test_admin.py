@@ -331,6 +331,17 @@ def test_a_run_is_read_only_and_shows_its_log_escaped(operator, finished_run):
     assert operator.post(reverse("admin:scheduler_app_jobrun_delete", args=[finished_run.pk])).status_code == 403
 
 
+def test_a_long_runs_admin_page_shows_the_tail_and_links_the_whole_log(operator, finished_run):
+    LogLine.objects.bulk_create(
+        LogLine(run=finished_run, seq=i, created_at=finished_run.slot, level=20, message=f"line {i}")
+        for i in range(3, 701)
+    )
+    JobRun.objects.filter(pk=finished_run.pk).update(log_count=700)
+    page = operator.get(reverse("admin:scheduler_app_jobrun_change", args=[finished_run.pk]))
+    assert "Showing the last 500 of 700 lines" in page.text and "line 700" in page.text and "line 200" not in page.text
+    assert f'href="{reverse("run_log", args=[finished_run.pk])}">download the whole log' in page.text
+
+
 def test_nodes_show_alive_dead_and_running_runs(operator, finished_run):
     now = timezone.now()
     SchedulerNode.objects.create(name="node-a", hostname="h1", pid=1, last_heartbeat=now)
