@@ -26,7 +26,7 @@ from collections import defaultdict, deque
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler_app import live_bus, streams
+from scheduler_app import live_bus, metrics, streams
 from scheduler_app.writer import Batch, PendingLine, Writer
 
 log = logging.getLogger("scheduler_app.log_pipeline")
@@ -147,6 +147,7 @@ class Publisher:
 
     # called from the writer thread
     def on_committed(self, batch: Batch) -> None:
+        metrics.log_lines_written(len(batch.lines))
         if self.layer is None:
             return
         messages: list[tuple[str, dict[str, Any]]] = []
@@ -237,6 +238,7 @@ class Publisher:
         sent = await self._bus.publish_many(batch)
         self._sent_in_batch = sent
         self.sent += sent
+        metrics.log_lines_published(sum(len(m["lines"]) for _, m in batch[:sent] if m["type"] == "log.lines"))
 
 
 def status_message(record: streams.RunSnapshot) -> tuple[str, dict[str, Any]]:

@@ -254,3 +254,20 @@ class SchedulerNode(models.Model):
             return bool(annotated)
         fields = {name: Value(getattr(self, name), models.DateTimeField()) for name in ("stopped_at", "last_heartbeat")}
         return alive_condition().check(fields)
+
+
+# The audit trail and alert models live in their own module; importing them here is what makes
+# Django see them as this app's models.
+from scheduler_app.ops_models import AlertDelivery, AlertRule, AuditEntry, JobAlertState  # noqa: E402
+
+__all__ = [
+    "AlertDelivery",
+    "AlertRule",
+    "AuditEntry",
+    "Job",
+    "JobAlertState",
+    "JobRun",
+    "LogLine",
+    "Plugin",
+    "SchedulerNode",
+]
