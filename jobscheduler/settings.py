@@ -139,6 +139,8 @@ if REDIS_URL:
             prefix=env_str("CHANNEL_LAYER_PREFIX", "jobscheduler"),
             max_connections=env_int("REDIS_MAX_CONNECTIONS", 50, minimum=1),
             pool_timeout=env_float("REDIS_POOL_TIMEOUT", 20.0, minimum=0.1),
+            # `CLIENT LIST` shows each connection as <prefix>-<process kind>-<pid>
+            client_name=f"{env_str('CHANNEL_LAYER_PREFIX', 'jobscheduler')}-{PROCESS_KIND}-{os.getpid()}",
         )
     }
 else:

@@ -99,11 +99,20 @@ def run_logger(
     writer: Writer, *, run_id: int, job_id: int, plugin_id: int, user_id: int, package: str
 ) -> tuple[logging.Logger, RunLogHandler]:
     module = package.rpartition(".")[0] or package
-    logger = logging.Logger(f"{module}.run{run_id}", logging.DEBUG)
+    logger = RunLogger(f"{module}.run{run_id}", logging.DEBUG)
     logger.propagate = False
     handler = RunLogHandler(writer, run_id, job_id, streams.log_group_name(plugin_id, user_id))
-    logger.addHandler(handler)
+    # Not addHandler(): it takes logging's module-wide lock, per run; this logger is new and ours.
+    logger.handlers = [handler]
     return logger, handler
+
+
+class RunLogger(logging.Logger):
+    """A run's logger: no caller lookup per record (a stored line has no file or line number,
+    and walking the stack for every line cost more than the line itself)."""
+
+    def findCaller(self, stack_info: bool = False, stacklevel: int = 1) -> tuple[str, int, str, str | None]:
+        return "(unknown file)", 0, "(unknown function)", None
 
 
 class Publisher:
