@@ -32,6 +32,11 @@ class Plugin(models.Model):
     timeout = models.PositiveIntegerField(
         "default timeout (seconds)", default=300, help_text="A run still going after this long is cancelled."
     )
+    min_interval = models.PositiveIntegerField(
+        "minimum interval (seconds)",
+        default=1,
+        help_text="Users' own schedules for this plugin may not run more often than this (smallest gap between runs).",
+    )
     code_version = models.PositiveIntegerField(
         "code version", default=1, editable=False, help_text="Bumped by 'Reload code'; every scheduler re-imports."
     )
@@ -44,6 +49,7 @@ class Plugin(models.Model):
             models.CheckConstraint(condition=~Q(package=""), name="plugin_package_not_empty"),
             models.CheckConstraint(condition=Q(interval__gt=0), name="plugin_interval_positive"),
             models.CheckConstraint(condition=Q(timeout__gt=0), name="plugin_timeout_positive"),
+            models.CheckConstraint(condition=Q(min_interval__gt=0), name="plugin_min_interval_positive"),
         ]
 
     def __str__(self) -> str:
@@ -70,6 +76,35 @@ class Job(models.Model):
     timeout = models.PositiveIntegerField(
         "timeout (seconds)", null=True, blank=True, help_text="Overrides the plugin's default timeout when set."
     )
+    # When it runs (scheduler_app.schedules reads these; services.validate_schedule checks them).
+    schedule = models.CharField(
+        "schedule",
+        max_length=120,
+        blank=True,
+        help_text="Empty: the plugin's interval. An interval (every 30s, every 5m, every 2h, every 1d) or a cron "
+        "expression: 5 fields (minute hour day month weekday), or 6 with a leading seconds field.",
+    )
+    timezone = models.CharField(
+        "time zone",
+        max_length=64,
+        blank=True,
+        help_text="IANA name (e.g. Europe/Paris) whose wall clock a cron schedule follows; empty: the server's "
+        "TIME_ZONE.",
+    )
+    jitter_seconds = models.PositiveIntegerField(
+        "jitter (seconds)",
+        default=0,
+        help_text="Delay each run by up to this much (the same delay on every node for a given slot).",
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        "retries", default=0, help_text="How many times a failed or timed-out run is tried again for the same slot."
+    )
+    retry_delay_seconds = models.PositiveIntegerField(
+        "first retry after (seconds)", default=10, help_text="Delay before the first retry; doubled for each next one."
+    )
+    retry_max_delay_seconds = models.PositiveIntegerField(
+        "longest retry delay (seconds)", default=600, help_text="The doubling stops at this delay."
+    )
     created_at = models.DateTimeField("created", auto_now_add=True)
     updated_at = models.DateTimeField("updated", auto_now=True)
 
@@ -93,6 +128,30 @@ class Job(models.Model):
     @property
     def effective_timeout(self) -> int:
         return self.timeout or self.plugin.timeout
+
+    @property
+    def effective_timezone(self) -> str:
+        return self.timezone or settings.TIME_ZONE
+
+
+class UserProfile(models.Model):
+    """A user's preferences: the time zone new jobs start with (the form's default)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile", verbose_name="user"
+    )
+    timezone = models.CharField(
+        "time zone",
+        max_length=64,
+        blank=True,
+        help_text="IANA name (e.g. Europe/Paris) new jobs are scheduled in; empty: the server's TIME_ZONE.",
+    )
+
+    class Meta:
+        verbose_name = "user profile"
+
+    def __str__(self) -> str:
+        return f"profile of {self.user}"
 
 
 class JobRun(models.Model):

@@ -19,4 +19,5 @@ urlpatterns = [
     path("jobs/<int:job_id>/delete/", views.job_delete, name="job_delete"),
     path("jobs/<int:job_id>/runs/", views.job_runs, name="job_runs"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
+    path("schedules/preview/", views.schedule_preview, name="schedule_preview"),
 ]
