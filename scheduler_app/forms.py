@@ -85,6 +85,28 @@ def schedule_fields() -> dict[str, forms.Field]:
     }
 
 
+def validate_schedule_fields(form: forms.BaseForm, plugin: Plugin | None, user: Any) -> None:
+    """Validate a form's schedule fields through ``services.validate_schedule`` (the one place
+    the rules live) and put the result in ``cleaned_data["job_schedule"]`` or the errors on
+    their fields. Used by the users' form and the admin's."""
+    data = form.cleaned_data
+    if plugin is None or any(name in form.errors for name in SCHEDULE_FIELDS):
+        return
+    values: dict[str, Any] = {}
+    for name in SCHEDULE_FIELDS:
+        # A post without the field (an older page, a script) keeps what is stored.
+        posted = form.add_prefix(name) in form.data
+        value = data.get(name) if posted else form.initial.get(name)
+        if value is None or value == "":
+            value = "" if name in ("schedule", "timezone") else form.fields[name].initial
+        values[name] = value
+    try:
+        data["job_schedule"] = services.validate_schedule(plugin, JobSchedule(**values), user=user)
+    except ScheduleValidationError as exc:
+        for name, message in exc.errors.items():
+            form.add_error(name, message)
+
+
 class JobForm(forms.Form):
     """A job's description, schedule and config.
 
@@ -131,22 +153,7 @@ class JobForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if any(name in self.errors for name in SCHEDULE_FIELDS):
-            return data
-        values: dict[str, Any] = {}
-        for name in SCHEDULE_FIELDS:
-            # A post without the field (an older page, a script) keeps what is stored.
-            posted = self.add_prefix(name) in self.data
-            value = data.get(name) if posted else self.initial.get(name)
-            if value is None or value == "":
-                value = "" if name in ("schedule", "timezone") else self.fields[name].initial
-            values[name] = value
-        wanted = JobSchedule(**values)
-        try:
-            data["job_schedule"] = services.validate_schedule(self.plugin, wanted, user=self.user)
-        except ScheduleValidationError as exc:
-            for name, message in exc.errors.items():
-                self.add_error(name, message)
+        validate_schedule_fields(self, self.plugin, self.user)
         return data
 
     def schedule_preview(self) -> services.SchedulePreview | None:

@@ -160,10 +160,15 @@ def _compiled(expression: str) -> croniter:
 
 def _croniter_message(exc: Exception) -> str:
     text = str(exc)
-    if "out of range" in text:
+    if "out of range" in text or "out of bands" in text:
         return "a value is out of range (second and minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-7)."
+    if "not acceptable" in text and "step" not in text:
+        return (
+            "a field holds something cron does not read (numbers, *, ranges a-b, lists a,b, steps */n, "
+            "months jan-dec, weekdays sun-sat)."
+        )
     # croniter repeats the whole expression in brackets; the user just typed it.
-    text = re.sub(r"^\[[^\]]*\]\s*", "", text)
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text).replace("field 0", "the first field")
     return text.rstrip(".") + "."
 
 
