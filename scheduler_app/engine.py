@@ -40,7 +40,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from scheduler_app import claims, nodes, plugin_host, retention, slots, streams
+from scheduler_app import claims, nodes, plugin_host, retention, schedules, slots, streams
 from scheduler_app.contract import RunContext
 from scheduler_app.jobtable import Diff, JobSpec, JobTable
 from scheduler_app.log_pipeline import Publisher, clean_text, run_logger
@@ -328,20 +328,26 @@ class Engine:
     def _apply(self, diff: Diff, initial: bool = False) -> None:
         now = now_ms()
         for spec in diff.upserted:
+            timing = spec.timing
+            if timing is None:  # its schedule no longer parses (jobtable logged it): not scheduled
+                self.jobs.pop(spec.id, None)
+                continue
             state = self.jobs.get(spec.id)
             if state is None:
                 state = JobState(spec=spec)
                 self.jobs[spec.id] = state
-                latest = slots.slot_at_or_before(now, spec.id, spec.interval)
+                latest = schedules.slot_at_or_before(timing, now)
                 # Coalesce downtime: the latest slot that was due since the job last changed
                 # runs now (the claim loses if some node already ran it); older ones never.
-                first = latest if latest >= spec.updated_ms else latest + spec.interval * 1000
-                self._schedule(state, first)
+                if latest is not None and latest >= spec.updated_ms:
+                    self._schedule(state, latest)
+                else:
+                    self._schedule(state, schedules.next_slot(timing, now if latest is None else latest))
             else:
                 old = state.spec
                 state.spec = spec
-                if old.interval != spec.interval:
-                    self._schedule(state, slots.slot_after(now, spec.id, spec.interval))
+                if old.timing != timing:
+                    self._schedule(state, schedules.next_slot(timing, now))
         for job_id in diff.removed:
             self.jobs.pop(job_id, None)
         for job_id in diff.deleted:
@@ -374,11 +380,13 @@ class Engine:
             if state is None or state.generation != generation:
                 continue  # removed or rescheduled since
             spec = state.spec
-            latest = slots.slot_at_or_before(now, job_id, spec.interval)
-            if latest > due_ms:
+            timing = spec.timing
+            assert timing is not None  # _apply schedules only jobs with a timing
+            slot_ms, state.next_ms = due_ms, schedules.next_slot(timing, due_ms)
+            if state.next_ms <= now:  # late past the next slot too (a stalled loop): coalesce
                 self.stats.coalesced += 1
-            slot_ms = max(latest, due_ms)
-            state.next_ms = slot_ms + spec.interval * 1000
+                slot_ms = schedules.slot_at_or_before(timing, now) or due_ms
+                state.next_ms = schedules.next_slot(timing, slot_ms)
             heapq.heappush(heap, (state.next_ms, job_id, generation))
             if job_id in self.running_jobs or job_id in self._claiming:
                 # Still running (or its last slot's claim is still in flight): skip this slot.

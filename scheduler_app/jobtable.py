@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from scheduler_app import plugin_host, slots
+from scheduler_app import plugin_host, schedules, slots
 from scheduler_app.models import Job
 
 log = logging.getLogger("scheduler_app.engine")
@@ -44,10 +45,21 @@ class JobSpec:
     #: the job's last save (ms); a missed slot older than this is not caught up after downtime
     updated_ms: int
     enabled: bool = True
+    #: when it runs (``schedules``): None if the stored schedule no longer parses (not scheduled)
+    timing: schedules.Timing | None = None
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return (self.package, self.interval, self.timeout, self.config, self.user_id, self.plugin_id, self.enabled)
+        return (
+            self.package,
+            self.interval,
+            self.timeout,
+            self.config,
+            self.user_id,
+            self.plugin_id,
+            self.enabled,
+            self.timing,
+        )
 
 
 @dataclass
@@ -77,6 +89,9 @@ _FIELDS = (
     "plugin__code_version",
     "updated_at",
     "plugin__enabled",
+    "schedule",
+    "timezone",
+    "jitter_seconds",
 )
 
 
@@ -102,7 +117,7 @@ def read_rows(where: Q) -> dict[int, tuple[Any, ...]]:
 
 def spec_from_row(row: tuple[Any, ...]) -> JobSpec:
     (job_id, user_id, username, plugin_id, package, interval, timeout, plugin_timeout, config, version,
-     updated_at, enabled) = row  # fmt: skip
+     updated_at, enabled, schedule, zone, jitter) = row  # fmt: skip
     if isinstance(updated_at, str):
         updated_at = parse_datetime(updated_at)
     if updated_at is not None and timezone.is_naive(updated_at):
@@ -119,7 +134,17 @@ def spec_from_row(row: tuple[Any, ...]) -> JobSpec:
         code_version=version,
         updated_ms=slots.to_ms(updated_at) if updated_at is not None else 0,
         enabled=bool(enabled),
+        timing=_timing(job_id, schedule, interval, zone, jitter),
     )
+
+
+def _timing(job_id: int, schedule: str, interval: int, zone: str, jitter: int) -> schedules.Timing | None:
+    try:
+        return schedules.Timing.of(job_id, schedule, interval, zone or settings.TIME_ZONE, jitter)
+    except schedules.ScheduleError as exc:
+        # Saved through services it parsed; a raw update() or a removed time zone can break it.
+        log.warning("job %s is not scheduled: its schedule %r no longer parses (%s)", job_id, schedule, exc)
+        return None
 
 
 def read_specs(where: Q) -> dict[int, JobSpec]:
