@@ -27,7 +27,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.translation import ngettext
 
-from scheduler_app import plugin_host, schedules, services
+from scheduler_app import plugin_host, schedules, selectors, services, slots
 from scheduler_app.config_forms import ConfigField
 from scheduler_app.forms import SCHEDULE_FIELDS, schedule_fields, validate_schedule_fields
 from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode, UserProfile
@@ -281,7 +281,7 @@ class JobAdmin(admin.ModelAdmin):
     list_select_related = ["user", "plugin"]
     search_fields = ["description", "user__username", "plugin__name", "plugin__package"]
     autocomplete_fields = ["user"]
-    readonly_fields = ["plugin_link", "created_at", "updated_at", "recent_runs"]
+    readonly_fields = ["plugin_link", "created_at", "updated_at", "recent_runs", "next_runs"]
     actions = ["activate_jobs", "deactivate_jobs", "run_jobs_now"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
@@ -302,6 +302,20 @@ class JobAdmin(admin.ModelAdmin):
         if obj.schedule.startswith("every"):
             return obj.schedule  # elapsed time: the time zone changes nothing
         return f"{obj.schedule} ({obj.effective_timezone})"
+
+    @admin.display(description="next runs")
+    def next_runs(self, obj: Job) -> str:
+        """The saved schedule in words and its next five slots, in the job's time zone."""
+        timing = selectors.job_timing(obj, obj.plugin) if obj.pk else None
+        if timing is None:
+            return "-"
+        now_ms = slots.to_ms(timezone.now())
+        zone = schedules.zone(timing.timezone)
+        times = [slots.to_datetime(ms).astimezone(zone) for ms in schedules.next_slots(timing, now_ms, 5)]
+        rows = format_html_join("", "<li>{}</li>", ((t.strftime("%a %d %b %Y %H:%M:%S %Z"),) for t in times))
+        words = schedules.describe(timing.schedule, timing.timezone, obj.plugin.interval)
+        state = "" if obj.active and obj.plugin.enabled else " (not scheduled now: the job or its plugin is off)"
+        return format_html("{}{}<ol>{}</ol>", words, state, rows)
 
     @admin.display(description="last run")
     def last_run(self, obj: Job) -> str:
@@ -334,7 +348,8 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
         main = ["plugin_link", "user", "description", "active", "timeout", "config"]
-        fieldsets: list[Any] = [(None, {"fields": main}), ("When it runs", {"fields": list(SCHEDULE_FIELDS)})]
+        timing = [*SCHEDULE_FIELDS, "next_runs"] if obj is not None else list(SCHEDULE_FIELDS)
+        fieldsets: list[Any] = [(None, {"fields": main}), ("When it runs", {"fields": timing})]
         if obj is not None:
             fieldsets.append(("History", {"fields": ["created_at", "updated_at", "recent_runs"]}))
         return fieldsets

@@ -245,6 +245,7 @@ def test_the_admin_edits_schedules_with_the_same_rules(operator, alice, sample_p
     url = reverse("admin:scheduler_app_job_change", args=[job.pk])
     page = operator.get(url)
     assert page.status_code == 200 and 'name="schedule"' in page.text and 'name="max_retries"' in page.text
+    assert "every 10 seconds (the plugin&#x27;s interval)" in page.text  # the next runs, read-only
     base = {"user": alice.pk, "description": "", "config": json.dumps({"name": "A"})}
     Plugin.objects.filter(pk=sample_plugin.pk).update(min_interval=60)
     bad = operator.post(url, {**base, "schedule": "*/10 * * * * *", "timezone": "UTC"})
