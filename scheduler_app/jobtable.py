@@ -23,7 +23,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from scheduler_app import plugin_host, schedules, slots
+from scheduler_app import schedules, slots
 from scheduler_app.models import Job
 
 log = logging.getLogger("scheduler_app.engine")
@@ -45,8 +45,14 @@ class JobSpec:
     #: the job's last save (ms); a missed slot older than this is not caught up after downtime
     updated_ms: int
     enabled: bool = True
-    #: when it runs (``schedules``): None if the stored schedule no longer parses (not scheduled)
+    #: when it runs (``schedules``); None: the plugin's interval (specs made outside the table)
     timing: schedules.Timing | None = None
+    #: why the stored schedule cannot be used (it no longer parses): the job is not scheduled
+    schedule_error: str = ""
+    #: retries of a failed or timed-out run: how many, first delay, longest delay (seconds)
+    max_retries: int = 0
+    retry_delay_seconds: int = 10
+    retry_max_delay_seconds: int = 600
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -59,6 +65,10 @@ class JobSpec:
             self.plugin_id,
             self.enabled,
             self.timing,
+            self.schedule_error,
+            self.max_retries,
+            self.retry_delay_seconds,
+            self.retry_max_delay_seconds,
         )
 
 
@@ -70,10 +80,6 @@ class Diff:
     deleted: list[int] = field(default_factory=list)
     #: package -> code_version for packages whose version changed
     reloaded: dict[str, int] = field(default_factory=dict)
-    total: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.upserted or self.removed or self.reloaded)
 
 
 _FIELDS = (
@@ -83,8 +89,7 @@ _FIELDS = (
     "plugin_id",
     "plugin__package",
     "plugin__interval",
-    "timeout",
-    "plugin__timeout",
+    "effective_timeout_seconds",
     "config_text",
     "plugin__code_version",
     "updated_at",
@@ -92,6 +97,9 @@ _FIELDS = (
     "schedule",
     "timezone",
     "jitter_seconds",
+    "max_retries",
+    "retry_delay_seconds",
+    "retry_max_delay_seconds",
 )
 
 
@@ -103,7 +111,13 @@ def read_rows(where: Q) -> dict[int, tuple[Any, ...]]:
     shares the GIL with the event loop. Rows are compared as they come; only changed ones are
     decoded (``spec_from_row``).
     """
-    query = Job.objects.filter(where).annotate(config_text=Cast("config", TextField())).values_list(*_FIELDS).order_by()
+    query = (
+        Job.objects.with_effective_timeout()
+        .filter(where)
+        .annotate(config_text=Cast("config", TextField()))
+        .values_list(*_FIELDS)
+        .order_by()
+    )
     sql, params = query.query.sql_with_params()
     rows: dict[int, tuple[Any, ...]] = {}
     with connection.cursor() as cursor:
@@ -116,12 +130,14 @@ def read_rows(where: Q) -> dict[int, tuple[Any, ...]]:
 
 
 def spec_from_row(row: tuple[Any, ...]) -> JobSpec:
-    (job_id, user_id, username, plugin_id, package, interval, timeout, plugin_timeout, config, version,
-     updated_at, enabled, schedule, zone, jitter) = row  # fmt: skip
+    """The one way a ``JobSpec`` is made: from a ``read_rows`` row."""
+    (job_id, user_id, username, plugin_id, package, interval, timeout, config, version, updated_at,
+     enabled, schedule, zone, jitter, max_retries, retry_delay, retry_max_delay) = row  # fmt: skip
     if isinstance(updated_at, str):
         updated_at = parse_datetime(updated_at)
     if updated_at is not None and timezone.is_naive(updated_at):
         updated_at = updated_at.replace(tzinfo=UTC)
+    timing, error = _timing(job_id, schedule, interval, zone, jitter)
     return JobSpec(
         id=job_id,
         user_id=user_id,
@@ -129,26 +145,26 @@ def spec_from_row(row: tuple[Any, ...]) -> JobSpec:
         plugin_id=plugin_id,
         package=package,
         interval=interval,
-        timeout=timeout or plugin_timeout,
+        timeout=timeout,
         config=json.loads(config) if isinstance(config, str | bytes) else config,
         code_version=version,
         updated_ms=slots.to_ms(updated_at) if updated_at is not None else 0,
         enabled=bool(enabled),
-        timing=_timing(job_id, schedule, interval, zone, jitter),
+        timing=timing,
+        schedule_error=error,
+        max_retries=max_retries,
+        retry_delay_seconds=retry_delay,
+        retry_max_delay_seconds=retry_max_delay,
     )
 
 
-def _timing(job_id: int, schedule: str, interval: int, zone: str, jitter: int) -> schedules.Timing | None:
+def _timing(job_id: int, schedule: str, interval: int, zone: str, jitter: int) -> tuple[schedules.Timing | None, str]:
     try:
-        return schedules.Timing.of(job_id, schedule, interval, zone or settings.TIME_ZONE, jitter)
+        return schedules.Timing.of(job_id, schedule, interval, zone or settings.TIME_ZONE, jitter), ""
     except schedules.ScheduleError as exc:
         # Saved through services it parsed; a raw update() or a removed time zone can break it.
         log.warning("job %s is not scheduled: its schedule %r no longer parses (%s)", job_id, schedule, exc)
-        return None
-
-
-def read_specs(where: Q) -> dict[int, JobSpec]:
-    return {job_id: spec_from_row(row) for job_id, row in read_rows(where).items()}
+        return None, str(exc)
 
 
 SCHEDULED = Q(active=True, plugin__enabled=True)
@@ -203,18 +219,4 @@ class JobTable:
             elif known != spec.code_version:
                 self.code_versions[spec.package] = spec.code_version
                 diff.reloaded[spec.package] = spec.code_version
-        diff.total = len(self.specs)
-        preload({(spec.package, spec.code_version) for spec in diff.upserted})
         return diff
-
-
-def preload(packages: Iterable[tuple[str, int]]) -> None:
-    """Import plugins here (a background thread), so a run never imports on the event loop.
-
-    A plugin that fails to load is left alone: its runs record the error.
-    """
-    for package, code_version in packages:
-        try:
-            plugin_host.get_plugin(package, code_version)
-        except Exception:
-            pass

@@ -1,11 +1,12 @@
 """Scheduler nodes: who is alive, and what happens to the runs of a node that died.
 
 Every engine process registers a ``SchedulerNode`` row and updates ``last_heartbeat`` every
-``HEARTBEAT_SECONDS``. Any live node, on each heartbeat, marks ``lost`` the runs still
-``running`` on a node that stopped (cleanly, yet left runs behind) or whose heartbeat is
-older than ``LOST_AFTER_SECONDS``. So a run of a node killed with -9 is marked lost at most
-``LOST_AFTER_SECONDS + HEARTBEAT_SECONDS`` after the node's last heartbeat, as long as one
-node is alive (otherwise when the next one starts).
+``HEARTBEAT_SECONDS``; ``models.alive_condition`` is the rule for which nodes are alive. Any
+live node, on each heartbeat, marks ``lost`` the runs still ``running`` on a node that stopped
+(cleanly, yet left runs behind) or whose heartbeat is older than ``LOST_AFTER_SECONDS``. So a
+run of a node killed with -9 is marked lost at most ``LOST_AFTER_SECONDS + HEARTBEAT_SECONDS``
+after the node's last heartbeat, as long as one node is alive (otherwise when the next one
+starts).
 
 These functions are synchronous: the engine runs them in its writer thread.
 """
@@ -15,13 +16,13 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Q
 
 from scheduler_app.models import JobRun, SchedulerNode
+from scheduler_app.streams import RunSnapshot
 
 
 def make_node_name(configured: str = "") -> str:
@@ -48,31 +49,9 @@ def mark_stopped(name: str, now: datetime) -> None:
     SchedulerNode.objects.filter(name=name).update(stopped_at=now, last_heartbeat=now, running_runs=0)
 
 
-@dataclass(frozen=True, slots=True)
-class LostRun:
-    id: int
-    job_id: int
-    plugin_id: int
-    user_id: int
-    node: str
-    trigger: str
-    slot: datetime
-    started_at: datetime | None
-    finished_at: datetime
-    status: str
-    error: str
-
-    @property
-    def pk(self) -> int:
-        return self.id
-
-
-def mark_lost_runs(me: str, now: datetime, lost_after_seconds: float) -> list[LostRun]:
+def mark_lost_runs(me: str, now: datetime, lost_after_seconds: float) -> list[RunSnapshot]:
     """Mark ``lost`` the running runs of dead nodes; return them (for publishing)."""
-    cutoff = now - timedelta(seconds=lost_after_seconds)
-    alive = SchedulerNode.objects.filter(stopped_at__isnull=True, last_heartbeat__gte=cutoff).values_list(
-        "name", flat=True
-    )
+    alive = SchedulerNode.objects.alive(now, lost_after_seconds).values_list("name", flat=True)
     stale = (
         JobRun.objects.filter(status=JobRun.Status.RUNNING)
         .exclude(node=me)
@@ -83,7 +62,7 @@ def mark_lost_runs(me: str, now: datetime, lost_after_seconds: float) -> list[Lo
     rows = list(stale[:1000])
     if not rows:
         return []
-    lost: list[LostRun] = []
+    lost: list[RunSnapshot] = []
     with transaction.atomic():
         nodes = {r[4] for r in rows}
         seen = {n.name: n for n in SchedulerNode.objects.filter(name__in=nodes)}
@@ -104,18 +83,18 @@ def mark_lost_runs(me: str, now: datetime, lost_after_seconds: float) -> list[Lo
                 status=JobRun.Status.LOST, finished_at=now, error=error
             ):
                 lost.append(
-                    LostRun(
-                        run_id,
-                        job_id,
-                        plugin_id,
-                        user_id,
-                        node,
-                        trigger,
-                        slot,
-                        started_at,
-                        now,
-                        JobRun.Status.LOST.value,
-                        error,
+                    RunSnapshot(
+                        id=run_id,
+                        job_id=job_id,
+                        plugin_id=plugin_id,
+                        user_id=user_id,
+                        trigger=trigger,
+                        slot=slot,
+                        node=node,
+                        status=JobRun.Status.LOST.value,
+                        started_at=started_at,
+                        finished_at=now,
+                        error=error,
                     )
                 )
     return lost

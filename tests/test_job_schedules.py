@@ -249,7 +249,7 @@ def test_the_admin_edits_schedules_with_the_same_rules(operator, alice, sample_p
     base = {"user": alice.pk, "description": "", "config": json.dumps({"name": "A"})}
     Plugin.objects.filter(pk=sample_plugin.pk).update(min_interval=60)
     bad = operator.post(url, {**base, "schedule": "*/10 * * * * *", "timezone": "UTC"})
-    assert bad.status_code == 200
+    assert bad.status_code == 400
     assert "minimum interval" in bad.context["adminform"].form.errors["schedule"][0]
     good = operator.post(url, {**base, "schedule": "0 8 * * 1-5", "timezone": "Europe/Paris", "max_retries": "3"})
     assert good.status_code == 302, good.context and good.context["adminform"].form.errors
