@@ -19,5 +19,7 @@ urlpatterns = [
     path("jobs/<int:job_id>/delete/", views.job_delete, name="job_delete"),
     path("jobs/<int:job_id>/runs/", views.job_runs, name="job_runs"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
+    path("runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<int:run_id>/again/", views.run_again, name="run_again"),
     path("schedules/preview/", views.schedule_preview, name="schedule_preview"),
 ]
