@@ -1,7 +1,7 @@
 """Claims: how a scheduler node wins the right to run a slot, so each runs exactly once.
 
 Scheduled slots: every node inserts a ``running`` ``JobRun`` for each due (job, slot) in one
-multi-row ``INSERT .. ON CONFLICT (job_id, slot) DO NOTHING RETURNING id, job_id``; the
+multi-row ``INSERT .. ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id``; the
 unique constraint decides, and the returned rows are exactly the claims this node won (one
 statement per batch, on SQLite >= 3.35 and PostgreSQL alike). A job with a run still
 ``running`` on another node is left out, so a job never overlaps itself across nodes either
@@ -21,12 +21,13 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 
 from scheduler_app import slots
 from scheduler_app.jobtable import JobSpec, read_rows, spec_from_row
 from scheduler_app.models import JobRun
 
-CHUNK = 400  # rows per INSERT (11 parameters each; SQLite allows 32,766)
+CHUNK = 400  # rows per INSERT (12 parameters each; SQLite allows 32,766)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +66,13 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
         with connection.cursor() as cursor:
             for start in range(0, len(todo), CHUNK):
                 chunk = todo[start : start + CHUNK]
-                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
                 params: list[Any] = []
                 for c in chunk:
                     params += [
                         c.job_id,
                         ops.adapt_datetimefield_value(slots.to_datetime(c.slot_ms)),
+                        1,
                         JobRun.Trigger.SCHEDULE.value,
                         JobRun.Status.RUNNING.value,
                         node,
@@ -82,9 +84,9 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
                         0,
                     ]
                 cursor.execute(
-                    f"INSERT INTO {table} (job_id, slot, trigger, status, node, plugin_package, created_at, "
+                    f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
                     f"started_at, error, traceback, log_count) VALUES {values} "
-                    "ON CONFLICT (job_id, slot) DO NOTHING RETURNING id, job_id",
+                    "ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id",
                     params,
                 )
                 for run_id, job_id in cursor.fetchall():
@@ -100,12 +102,41 @@ class ManualClaim:
     spec: JobSpec
 
 
-def queued_run_ids(limit: int = 200) -> list[int]:
+def queued_run_ids(limit: int = 200, now: datetime | None = None) -> list[int]:
+    """Queued runs ready to start: manual runs, and retries whose delay has passed."""
+    ready = Q(not_before__isnull=True) | Q(not_before__lte=now or timezone.now())
     return list(
-        JobRun.objects.filter(status=JobRun.Status.QUEUED)
+        JobRun.objects.filter(ready, status=JobRun.Status.QUEUED)
         .order_by("created_at", "id")
         .values_list("id", flat=True)[:limit]
     )
+
+
+def queue_retry(job_id: int, slot: datetime, attempt: int, not_before: datetime, package: str) -> None:
+    """Queue attempt ``attempt`` of (job, slot), to start at ``not_before``, claimed like a manual
+    run. Queued twice (two nodes), it exists once: the unique (job, slot, attempt) decides."""
+    retry = JobRun(
+        job_id=job_id,
+        slot=slot,
+        attempt=attempt,
+        trigger=JobRun.Trigger.RETRY,
+        status=JobRun.Status.QUEUED,
+        not_before=not_before,
+        plugin_package=package,
+    )
+    JobRun.objects.bulk_create([retry], ignore_conflicts=True)
+
+
+def cancel_requests(node: str, run_ids: list[int]) -> dict[int, str]:
+    """Runs of ``node`` (among ``run_ids``) someone asked to cancel: run id -> who asked.
+
+    The fallback for a lost ``run.cancel`` message."""
+    if not run_ids:
+        return {}
+    rows = JobRun.objects.filter(
+        id__in=run_ids, node=node, status=JobRun.Status.RUNNING, cancel_requested_at__isnull=False
+    ).values_list("id", "cancelled_by__username")
+    return {run_id: username or "an operator" for run_id, username in rows}
 
 
 def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: datetime) -> list[ManualClaim]:

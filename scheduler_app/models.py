@@ -189,9 +189,16 @@ class JobRun(models.Model):
     class Trigger(models.TextChoices):
         SCHEDULE = "schedule", "schedule"
         MANUAL = "manual", "manual"
+        RETRY = "retry", "retry"
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs", verbose_name="job")
     slot = models.DateTimeField("slot", help_text="The time this run was due (the request time for manual runs).")
+    attempt = models.PositiveSmallIntegerField(
+        "attempt", default=1, help_text="1 for the first run of a slot; 2, 3... for its retries."
+    )
+    not_before = models.DateTimeField(
+        "not before", null=True, blank=True, help_text="A queued retry is not started before this time."
+    )
     trigger = models.CharField("trigger", max_length=10, choices=Trigger.choices, default=Trigger.SCHEDULE)
     status = models.CharField("status", max_length=10, choices=Status.choices, default=Status.QUEUED)
     node = models.CharField("node", max_length=200, blank=True, help_text="The scheduler node that ran it.")
@@ -202,11 +209,23 @@ class JobRun(models.Model):
     error = models.TextField("error", blank=True)
     traceback = models.TextField("traceback", blank=True)
     log_count = models.PositiveIntegerField("log lines", default=0)
+    cancel_requested_at = models.DateTimeField(
+        "cancel requested", null=True, blank=True, help_text="Someone asked to cancel this run (it stops soon)."
+    )
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="cancelled by",
+    )
 
     class Meta:
         ordering = ["-slot", "-id"]
         get_latest_by = "slot"
-        constraints = [models.UniqueConstraint(fields=["job", "slot"], name="one_run_per_job_slot")]
+        # The claim: each (job, slot, attempt) runs once. A retry is a new row with the next attempt.
+        constraints = [models.UniqueConstraint(fields=["job", "slot", "attempt"], name="one_run_per_job_slot_attempt")]
         indexes = [
             models.Index(fields=["job", "-slot"], name="run_job_slot_idx"),
             models.Index(fields=["status", "node"], name="run_status_node_idx"),

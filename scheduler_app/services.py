@@ -28,6 +28,7 @@ __all__ = [
     "ScheduleValidationError",
     "activate_job",
     "bulk_set_active",
+    "cancel_run",
     "clone_job",
     "create_job",
     "deactivate_job",
@@ -324,6 +325,34 @@ def run_now(job: Job, *, at: Any = None) -> JobRun:
             plugin_package=job.plugin.package,
         )
     notify.run_queued(run.pk)
+    return run
+
+
+def cancel_run(run: JobRun, by: Any) -> JobRun:
+    """Cancel a queued or running run on behalf of ``by`` (its owner, or an operator).
+
+    A queued run ends ``cancelled`` here and now (conditional update: a scheduler that claimed
+    it meanwhile makes it a running one). A running run gets ``cancel_requested_at`` and a
+    ``run.cancel`` message: the node running it cancels the task and records ``cancelled``;
+    a lost message is covered by the nodes' check of the flag every few seconds. A cancelled
+    run is not retried. Raises JobRuleError for a run that has already finished.
+    """
+    now = timezone.now()
+    who = by.get_username() if by is not None else "an operator"
+    message = f"cancelled by {who}"
+    queued = JobRun.objects.filter(pk=run.pk, status=JobRun.Status.QUEUED).update(
+        status=JobRun.Status.CANCELLED, finished_at=now, error=message, cancelled_by=by, cancel_requested_at=now
+    )
+    if not queued:
+        asked = JobRun.objects.filter(pk=run.pk, status=JobRun.Status.RUNNING, cancel_requested_at__isnull=True).update(
+            cancel_requested_at=now, cancelled_by=by
+        )
+        if asked:
+            notify.run_cancel(run.pk, who)
+        elif not JobRun.objects.filter(pk=run.pk, status=JobRun.Status.RUNNING).exists():
+            run.refresh_from_db()
+            raise JobRuleError(f"Run #{run.pk} has already ended ({run.get_status_display()}).")
+    run.refresh_from_db()
     return run
 
 

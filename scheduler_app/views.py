@@ -31,6 +31,7 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from scheduler_app import access, schedules, selectors, services
@@ -501,3 +502,42 @@ def schedule_preview(request: HttpRequest) -> JsonResponse:
             "next_runs": runs,
         }
     )
+
+
+# --- a run: cancel it, run its job again ---------------------------------------------------------
+
+
+def _own_run(request: HttpRequest, run_id: int) -> JobRun:
+    return get_object_or_404(JobRun.objects.select_related("job__plugin"), pk=run_id, job__user_id=_uid(request))
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _own_run(request, run_id)
+    try:
+        run = services.cancel_run(run, request.user)
+    except JobRuleError as exc:
+        messages.error(request, str(exc))
+    else:
+        if run.status == JobRun.Status.CANCELLED:
+            messages.success(request, f"Run #{run.pk} cancelled.")
+        else:
+            messages.success(request, f"Run #{run.pk}: asked the scheduler to stop it; it ends “cancelled”.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=False):
+        back = reverse("run", args=[run.pk])  # only back to a page of this site
+    return HttpResponseRedirect(back)
+
+
+@login_required
+@require_POST
+def run_again(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _own_run(request, run_id)
+    try:
+        again = services.run_now(run.job)
+    except JobRuleError as exc:
+        messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("run", args=[run.pk]))
+    messages.success(request, f"Run #{again.pk} of {_label(run.job)} queued.")
+    return HttpResponseRedirect(reverse("run", args=[again.pk]))
