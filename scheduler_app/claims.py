@@ -96,10 +96,14 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
 
 @dataclass(frozen=True, slots=True)
 class ManualClaim:
+    """A queued run this node won: a manual run ("run now") or a retry."""
+
     run_id: int
     slot: datetime
     started_at: datetime
     spec: JobSpec
+    trigger: str = JobRun.Trigger.MANUAL.value
+    attempt: int = 1
 
 
 def queued_run_ids(limit: int = 200, now: datetime | None = None) -> list[int]:
@@ -140,7 +144,7 @@ def cancel_requests(node: str, run_ids: list[int]) -> dict[int, str]:
 
 
 def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: datetime) -> list[ManualClaim]:
-    """Claim queued manual runs by conditional update; skip jobs running anywhere."""
+    """Claim queued runs (manual runs, due retries) by conditional update; skip jobs running anywhere."""
     running_elsewhere = JobRun.objects.filter(job_id=OuterRef("job_id"), status=JobRun.Status.RUNNING)
     won: list[int] = []
     for run_id in run_ids:
@@ -154,9 +158,11 @@ def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: dat
             won.append(run_id)
     if not won:
         return []
-    runs = list(JobRun.objects.filter(id__in=won).order_by("id").values_list("id", "job_id", "slot"))
-    rows = read_rows(Q(id__in={job_id for _, job_id, _ in runs}))
+    runs = list(
+        JobRun.objects.filter(id__in=won).order_by("id").values_list("id", "job_id", "slot", "trigger", "attempt")
+    )
+    rows = read_rows(Q(id__in={run[1] for run in runs}))
     return [
-        ManualClaim(run_id=run_id, slot=slot, started_at=now, spec=spec_from_row(rows[job_id]))
-        for run_id, job_id, slot in runs
+        ManualClaim(run_id, slot, now, spec_from_row(rows[job_id]), trigger, attempt)
+        for run_id, job_id, slot, trigger, attempt in runs
     ]

@@ -28,6 +28,10 @@ from scheduler_app.jobtable import Diff, JobSpec
 #: Slots counted one by one when coalescing a cron job (beyond that: "at least this many").
 MAX_COUNTED = 10_000
 
+# Scheduler events, as lines in the log of the run they concern.
+CAUGHT_UP = "caught up: this slot was missed while no scheduler ran the job; it runs now, once (older ones never)"
+COALESCED = "coalesced: {} earlier missed slot{} (the scheduler was held up) run as this one run"
+
 
 def slot_at_or_before(spec: JobSpec, now_ms: int) -> int | None:
     """The job's latest slot at or before ``now_ms`` (epoch milliseconds); None if it has none."""
@@ -73,6 +77,10 @@ class Schedule:
         self._generations = itertools.count(1)
         self._running: dict[int, int] = {}  # job id -> run id
         self._claiming: set[int] = set()  # jobs whose slot waits for (or is in) a claim
+        # What the engine tells the jobs' logs (scheduler events): slots skipped because the job
+        # was still running, and per job a note for the run of a slot that caught up missed ones.
+        self._skipped: list[tuple[int, int]] = []
+        self._notes: dict[int, tuple[int, str]] = {}
 
     # -- what is scheduled ------------------------------------------------------------------
 
@@ -101,6 +109,9 @@ class Schedule:
                 # claim loses if some node already ran it); older ones never.
                 if latest is not None and latest >= spec.updated_ms:
                     self._push(entry, latest)
+                    if latest < now_ms:
+                        self.counters.caught_up += 1
+                        self._notes[spec.id] = (latest, CAUGHT_UP)
                 else:
                     self._push(entry, slot_after(spec, now_ms if latest is None else latest))
             else:
@@ -135,11 +146,15 @@ class Schedule:
             slot_ms, entry.next_ms = due_ms, slot_after(spec, due_ms)
             if entry.next_ms <= now_ms:  # late past the next slot too (a stall): coalesce into the latest
                 slot_ms = max(slot_at_or_before(spec, now_ms) or due_ms, due_ms)
-                counters.coalesced += slots_between(spec, due_ms, slot_ms)
+                missed = slots_between(spec, due_ms, slot_ms)
+                counters.coalesced += missed
                 entry.next_ms = slot_after(spec, slot_ms)
+                if missed:
+                    self._notes[job_id] = (slot_ms, COALESCED.format(missed, "s" if missed != 1 else ""))
             heapq.heappush(heap, (entry.next_ms, job_id, generation))
             if job_id in self._running or job_id in self._claiming:
                 counters.skipped_overlap += 1
+                self._skipped.append((job_id, slot_ms))
                 continue
             self._claiming.add(job_id)
             out.append((spec, slot_ms))
@@ -147,6 +162,22 @@ class Schedule:
         return out
 
     # -- runs and claims in flight --------------------------------------------------------------
+
+    def take_skipped(self) -> list[tuple[int, int]]:
+        """The (job, slot) pairs skipped since the last call (the job was still running)."""
+        skipped, self._skipped = self._skipped, []
+        return skipped
+
+    def take_note(self, job_id: int, slot_ms: int) -> str:
+        """What to tell the run of ``slot_ms`` about the slots it stands for ("" if nothing)."""
+        note = self._notes.get(job_id)
+        if note is None or note[0] != slot_ms:
+            return ""
+        del self._notes[job_id]
+        return note[1]
+
+    def running_run(self, job_id: int) -> int | None:
+        return self._running.get(job_id)
 
     def is_running(self, job_id: int) -> bool:
         return job_id in self._running
