@@ -16,7 +16,7 @@ Usage (SQLite by default; a fresh database file under $BENCH_DIR, /tmp/jobschedu
         --postgres postgres://postgres@127.0.0.1:5432/jobscheduler_bench
 
     # cron against intervals: CPU per recorded run, 10,000 cron jobs beside 10,000 interval jobs
-    .venv/bin/python bench/engine_bench.py --only cron --jobs 10000 --interval 10 --seconds 20
+    .venv/bin/python bench/engine_bench.py --only cron --jobs 10000 --interval 10 --seconds 20 --repeat 3
 
     .venv/bin/python bench/engine_bench.py                 # everything (~6 minutes)
     .venv/bin/python bench/engine_bench.py --only dispatch --jobs 10000 --interval 5 --seconds 20
@@ -381,24 +381,31 @@ def postgres_saturation(pg_url: str, seconds: float) -> int:
     return int(json.loads(line.split(" ", 1)[1])["highest_rate"])
 
 
-def cron_cost(db_url: str, seconds: float, jobs: int = 10_000, interval: int = 10) -> dict:
+def cron_cost(db_url: str, seconds: float, jobs: int = 10_000, interval: int = 10, repeat: int = 1) -> dict:
     """CPU per recorded run: ``2 * jobs`` interval jobs against ``jobs`` cron + ``jobs`` interval jobs.
 
     The mixed run's CPU per run is the mean of a cron run's and an interval run's, so a cron
-    run costs ``2 * mixed - interval``; the issue's target is at most 1.10 x an interval run."""
-    plain = measure_scheduler(db_url, 2 * jobs, interval, seconds)
-    print("runscheduler", json.dumps(plain), flush=True)
-    mixed = measure_scheduler(db_url, 2 * jobs, interval, seconds, cron=jobs)
-    print("runscheduler", json.dumps(mixed), flush=True)
-    a, b = plain["cpu_us_per_run"], mixed["cpu_us_per_run"]
+    run costs ``2 * mixed - interval``; the issue's target is at most 1.10 x an interval run.
+    The pair is measured ``repeat`` times, alternating (a shared machine's load drifts); the
+    median ratio is the figure, and a pair where either run fell behind is reported, not used
+    (a scheduler that falls behind batches more and pays less CPU per run)."""
+    pairs = []
+    for _ in range(repeat):
+        plain = measure_scheduler(db_url, 2 * jobs, interval, seconds)
+        print("runscheduler", json.dumps(plain), flush=True)
+        mixed = measure_scheduler(db_url, 2 * jobs, interval, seconds, cron=jobs)
+        print("runscheduler", json.dumps(mixed), flush=True)
+        a, b = plain["cpu_us_per_run"], mixed["cpu_us_per_run"]
+        kept_up = min(plain["recorded_share"] or 0, mixed["recorded_share"] or 0) >= 0.98
+        pairs.append({"interval_us": a, "half_cron_us": b, "cron_us": 2 * b - a,
+                      "ratio": round((2 * b - a) / a, 3) if a else None, "kept_up": kept_up,
+                      "loadavg_1m": round(os.getloadavg()[0], 2)})  # fmt: skip
+        print("cron-pair", json.dumps(pairs[-1]), flush=True)
+    usable = sorted(p["ratio"] for p in pairs if p["kept_up"] and p["ratio"] is not None)
     out = {
-        "interval_only_cpu_us_per_run": a,
-        "half_cron_cpu_us_per_run": b,
-        "cron_cpu_us_per_run": round(2 * b - a, 1),
-        "cron_vs_interval": round((2 * b - a) / a, 3) if a else None,
+        "pairs": pairs,
+        "cron_vs_interval_median": usable[len(usable) // 2] if usable else None,
         "cron_vs_interval_target": "<= 1.10",
-        "recorded_share": [plain["recorded_share"], mixed["recorded_share"]],
-        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
     print("cron", json.dumps(out), flush=True)
     return out
@@ -444,6 +451,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="*", help="job counts (default per scenario)")
     parser.add_argument("--interval", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=15, help="measuring window per scenario")
+    parser.add_argument("--repeat", type=int, default=1, help="cron: how many interval/cron pairs to measure")
     parser.add_argument("--redis", action="store_true", help="publish through Redis (REDIS_URL) in dispatch runs")
     parser.add_argument("--profile", choices=["flamegraph", "speedscope"], default="",
                         help="record the scheduler with py-spy during each dispatch window")  # fmt: skip
@@ -455,7 +463,7 @@ def main() -> None:
     if args.only == "ratios":
         results["ratios"] = ratios(db_url, args.seconds, args.postgres)
     if args.only == "cron":
-        results["cron"] = cron_cost(db_url, args.seconds, (args.jobs or [10_000])[0], args.interval)
+        results["cron"] = cron_cost(db_url, args.seconds, (args.jobs or [10_000])[0], args.interval, args.repeat)
     if args.only == "saturation":
         best, seen = our_saturation(db_url, args.seconds)
         results["dispatch"] = seen

@@ -313,9 +313,10 @@ def delete_job(job: Job) -> None:
 
 
 def run_now(job: Job, *, at: Any = None) -> JobRun:
-    """Queue a manual run; a scheduler claims it within a second. Refused while one is queued."""
+    """Queue a manual run; a scheduler claims it within a second. Refused while one is queued
+    (a retry waiting for its delay does not count: the manual run goes first)."""
     with transaction.atomic():
-        if JobRun.objects.filter(job=job, status=JobRun.Status.QUEUED).exists():
+        if JobRun.objects.filter(job=job, status=JobRun.Status.QUEUED, trigger=JobRun.Trigger.MANUAL).exists():
             raise JobRuleError("A run of this job is already queued.")
         run = JobRun.objects.create(
             job=job,
