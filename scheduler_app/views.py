@@ -244,7 +244,12 @@ def job_runs(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(
         request,
         "scheduler_app/job_runs.html",
-        {"job": job, "page": page, "plugin_url": _plugin_url(job.plugin, job.user, request, job)},
+        {
+            "job": job,
+            "page": page,
+            "plugin_url": _plugin_url(job.plugin, job.user, request, job),
+            "schedule_words": selectors.schedule_words(job, job.plugin),
+        },
     )
 
 
