@@ -58,6 +58,7 @@ __all__ = [
     "next_slot",
     "next_slots",
     "parse",
+    "retry_after",
     "retry_delay_seconds",
     "slot_at_or_before",
     "zone",
@@ -457,6 +458,21 @@ def retry_delay_seconds(failed_attempt: int, base_seconds: int, cap_seconds: int
     # 2 ** 62 would be exact but pointless; anything past the cap is the cap.
     exponent = min(failed_attempt - 1, 40)
     return max(0, min(cap_seconds, base_seconds * 2**exponent))
+
+
+#: The run endings that are retried (a cancelled run never is: someone wanted it stopped).
+RETRIED_ENDINGS = frozenset({"failed", "timed_out"})
+
+
+def retry_after(status: str, attempt: int, max_retries: int, base_seconds: int, cap_seconds: int) -> int | None:
+    """Seconds until the retry of a run that ended with ``status`` on ``attempt``; None: no retry.
+
+    Failures and timeouts are retried while ``attempt <= max_retries`` (attempt 1 is the first
+    run, so ``max_retries=2`` gives three attempts); cancelled, lost and succeeded runs are not.
+    """
+    if status not in RETRIED_ENDINGS or attempt > max_retries:
+        return None
+    return retry_delay_seconds(attempt, base_seconds, cap_seconds)
 
 
 def retry_due_ms(failed_at_ms: int, failed_attempt: int, base_seconds: int, cap_seconds: int) -> int:

@@ -277,6 +277,21 @@ def test_retry_delays_double_and_stop_at_the_cap() -> None:
 
 
 @pytest.mark.parametrize(
+    ("status", "attempt", "expected"),
+    [
+        ("failed", 1, 10),
+        ("timed_out", 2, 20),  # timeouts retry like failures, the delay doubled for attempt 2
+        ("failed", 3, None),  # max_retries=2: three attempts, then no more
+        ("cancelled", 1, None),  # someone wanted it stopped
+        ("lost", 1, None),
+        ("succeeded", 1, None),
+    ],
+)
+def test_which_endings_are_retried(status: str, attempt: int, expected: int | None) -> None:
+    assert schedules.retry_after(status, attempt, max_retries=2, base_seconds=10, cap_seconds=600) == expected
+
+
+@pytest.mark.parametrize(
     ("text", "words"),
     [
         ("0 8 * * 1-5", "every weekday at 08:00 (Europe/Paris)"),

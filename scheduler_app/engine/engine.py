@@ -32,7 +32,7 @@ from scheduler_app.engine.heartbeat import Heartbeat
 from scheduler_app.engine.reconcile import Reconciler, listen
 from scheduler_app.engine.registry import PluginRegistry, make_registry
 from scheduler_app.engine.schedule import Schedule
-from scheduler_app.engine.supervisor import CANCELLED, FAILED, TIMED_OUT, Outcome, RunRefused, SupervisedRun, Supervisor
+from scheduler_app.engine.supervisor import CANCELLED, Outcome, RunRefused, SupervisedRun, Supervisor
 from scheduler_app.engine.watchdog import Watchdog
 from scheduler_app.jobtable import Diff, JobSpec, JobTable
 from scheduler_app.log_pipeline import Publisher, run_logger
@@ -282,9 +282,13 @@ class Engine:
         claims it like a manual run once the delay has passed, so it survives this node. A
         cancelled run is not retried."""
         run, spec = supervised.run, self._specs.get(supervised.run.id)
-        if spec is None or outcome.status not in (FAILED, TIMED_OUT) or run.attempt > spec.max_retries:
+        if spec is None:
             return
-        delay = schedules.retry_delay_seconds(run.attempt, spec.retry_delay_seconds, spec.retry_max_delay_seconds)
+        delay = schedules.retry_after(
+            outcome.status, run.attempt, spec.max_retries, spec.retry_delay_seconds, spec.retry_max_delay_seconds
+        )
+        if delay is None:
+            return
         not_before = (run.finished_at or utcnow()) + timedelta(seconds=delay)
         supervised.context.logger.warning(
             "attempt %d of %d %s; retry (attempt %d) in %d s, at %s", run.attempt, spec.max_retries + 1,
