@@ -28,8 +28,11 @@ from scheduler_app.jobtable import Diff, JobSpec
 #: Slots counted one by one when coalescing a cron job (beyond that: "at least this many").
 MAX_COUNTED = 10_000
 
+#: A slot this late when a node takes the job up (start-up after downtime) is "caught up".
+CAUGHT_UP_AFTER_MS = 2000
+
 # Scheduler events, as lines in the log of the run they concern.
-CAUGHT_UP = "caught up: this slot was missed while no scheduler ran the job; it runs now, once (older ones never)"
+CAUGHT_UP = "caught up: this slot came due before a scheduler took the job up; it runs now, once (older ones never)"
 COALESCED = "coalesced: {} earlier missed slot{} (the scheduler was held up) run as this one run"
 
 
@@ -109,7 +112,7 @@ class Schedule:
                 # claim loses if some node already ran it); older ones never.
                 if latest is not None and latest >= spec.updated_ms:
                     self._push(entry, latest)
-                    if latest < now_ms:
+                    if now_ms - latest >= CAUGHT_UP_AFTER_MS:  # not just a save heard a moment late
                         self.counters.caught_up += 1
                         self._notes[spec.id] = (latest, CAUGHT_UP)
                 else:
