@@ -7,12 +7,13 @@ the widget's ``error_map`` so each message shows under the input it is about.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from django import forms
 
 from scheduler_app import jsonform_schema, services
-from scheduler_app.config_forms import ConfigField, initial_config
+from scheduler_app.config_forms import ConfigField, clear_secrets, initial_config
 from scheduler_app.models import Job, Plugin
 from scheduler_app.plugin_host import ConfigValidationError
 from scheduler_app.schedules import ScheduleError, seconds_in_words
@@ -141,15 +142,28 @@ class JobForm(forms.Form):
             f"empty = every {seconds_in_words(plugin.interval)} (the plugin's interval)"
         )
         if plugin.min_interval > 1:
-            self.fields[
-                "schedule"
-            ].help_text += f" This plugin runs at most once every {seconds_in_words(plugin.min_interval)}."
+            limit = seconds_in_words(plugin.min_interval)
+            self.fields["schedule"].help_text += f" This plugin runs at most once every {limit}."
         self.fields["config"] = ConfigField(
             plugin, stored=stored, initial=initial_config(plugin, stored), label="Configuration", disabled=readonly
         )
         if readonly:
             for name in ("description", *SCHEDULE_FIELDS):
                 self.fields[name].disabled = True
+        if self.is_bound and not readonly:
+            # The page's "Clear" boxes: forget those stored secrets before the config is cleaned.
+            getlist = getattr(self.data, "getlist", None)  # a QueryDict from a request; a dict in tests
+            ticked = getlist(self.add_prefix("clear_secret")) if getlist else []
+            clear_secrets(cast(ConfigField, self.fields["config"]), ticked)
+
+    @property
+    def has_required(self) -> bool:
+        """Whether any input of the config is required (the page then explains the * marker)."""
+        return '"required"' in json.dumps(cast(ConfigField, self.fields["config"]).schema)
+
+    @property
+    def secret_states(self) -> list[Any]:
+        return cast(ConfigField, self.fields["config"]).secret_states
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

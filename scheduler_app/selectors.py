@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from scheduler_app import schedules, slots, streams
@@ -47,6 +47,14 @@ def schedule_words(job: Job, plugin: Plugin) -> str:
     return schedules.describe(timing.schedule, timing.timezone, plugin.interval)
 
 
+def roll_interval(job: Job, plugin: Plugin) -> int:
+    """Seconds between the job's slots if they are evenly spaced (no cron, no jitter), else 0."""
+    timing = job_timing(job, plugin)
+    if timing is None or timing.schedule.kind == "cron" or timing.jitter_seconds:
+        return 0
+    return timing.interval_seconds
+
+
 def next_run_at(job: Job, plugin: Plugin, now: datetime | None = None) -> datetime | None:
     """When the scheduler will next run ``job`` (the engine's slot math), in the job's time zone;
     None if it is not scheduled."""
@@ -74,8 +82,13 @@ class JobRow:
     form: Any = None
     #: the schedule in words, e.g. "every weekday at 08:00 (Europe/Paris)"
     schedule_words: str = ""
+    #: seconds between slots when they are evenly spaced (the page rolls a passed next run on by
+    #: it); 0 for cron and jittered schedules, whose next run only the server computes
+    roll_interval: int = 0
     history_url: str = ""
     last_run_url: str = ""
+    #: Why the stored config no longer validates (set by the plugin page), else "".
+    config_problem: str = ""
 
     # what templates read from the job itself
     @property
@@ -105,6 +118,7 @@ def _rows(jobs: list[Job], plugins: dict[int, Plugin]) -> list[JobRow]:
                 runs.get(run_id) if run_id else None,
                 next_run_at(job, plugin, now),
                 schedule_words=schedule_words(job, plugin),
+                roll_interval=roll_interval(job, plugin),
             )
         )
     return rows
@@ -118,11 +132,12 @@ class PluginRow:
 
 
 def dashboard(user: Any) -> list[PluginRow]:
-    """Every enabled plugin with ``user``'s jobs for it, each job with its last and next run (3 queries)."""
-    rows = {p.pk: PluginRow(p) for p in Plugin.objects.filter(enabled=True).order_by("name", "package")}
-    jobs = list(
-        _with_last_run(Job.objects.filter(user=user, plugin__enabled=True)).order_by("plugin_id", "-active", "id")
-    )
+    """Every enabled plugin, and every disabled one ``user`` has jobs for (shown as disabled, not
+    silently gone), with ``user``'s jobs, each with its last and next run (3 queries)."""
+    jobs = list(_with_last_run(Job.objects.filter(user=user)).order_by("plugin_id", "-active", "id"))
+    used = {job.plugin_id for job in jobs}
+    plugins = Plugin.objects.filter(Q(enabled=True) | Q(pk__in=used)).order_by("name", "package")
+    rows = {p.pk: PluginRow(p) for p in plugins}
     for job_row in _rows(jobs, {pk: row.plugin for pk, row in rows.items()}):
         rows[job_row.job.plugin_id].jobs.append(job_row)
     return list(rows.values())

@@ -22,6 +22,8 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/again/", views.run_again, name="run_again"),
     path("schedules/preview/", views.schedule_preview, name="schedule_preview"),
+    path("runs/<int:run_id>/state/", views.run_state, name="run_state"),
+    path("state/", views.jobs_state, name="jobs_state"),
     path("runs/<int:run_id>/lines/", views.run_log_lines, name="run_lines"),
     path("runs/<int:run_id>/log.txt", views.run_log_download, name="run_log"),
 ]
