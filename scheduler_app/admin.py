@@ -791,3 +791,7 @@ class UserProfileAdmin(admin.ModelAdmin):
     list_display = ["user", "timezone"]
     search_fields = ["user__username", "timezone"]
     autocomplete_fields = ["user"]
+
+
+# The audit trail and alerts have their own admin module.
+from scheduler_app import ops_admin  # noqa: E402,F401

@@ -34,7 +34,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from scheduler_app import access, schedules, selectors, services, streams, tracebacks
+from scheduler_app import access, schedules, selectors, services, stats, streams, tracebacks
 from scheduler_app.forms import ConfirmDeleteForm, JobForm
 from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import PluginLoadError
@@ -139,6 +139,13 @@ def _add_urls(rows: list[selectors.JobRow]) -> None:
             row.last_run_url = _fast_url("run", row.last_run.pk)
 
 
+def _add_stats(rows: list[selectors.JobRow]) -> None:
+    """Each job's recent-runs chart and success rate: one query for the whole page."""
+    recent = stats.recent_runs([row.pk for row in rows])
+    for row in rows:
+        row.stats = recent[row.pk]  # type: ignore[attr-defined]
+
+
 # --- pages ---------------------------------------------------------------------------------
 
 
@@ -151,6 +158,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     for row in rows:
         row.url = _plugin_url(row.plugin, subject, request)
         _add_urls(row.jobs)
+    _add_stats([job for row in rows for job in row.jobs])
     owners = None
     if access.can_view_all(request.user):  # may look at anyone's pages: offer the users who have jobs
         owners = User.objects.filter(jobs__isnull=False).distinct().order_by("username")[:500]
@@ -193,6 +201,7 @@ def _render_plugin_page(
     bound = bound or {}
     jobs = selectors.plugin_jobs(subject, plugin)
     _add_urls(jobs)
+    _add_stats(jobs)
     load_error = None
     try:
         for row in jobs:

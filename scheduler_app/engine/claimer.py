@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from scheduler_app import claims, slots
+from scheduler_app import claims, metrics, slots
 from scheduler_app.engine.access import Database
 from scheduler_app.engine.counters import Counters
 from scheduler_app.engine.schedule import Schedule
@@ -102,6 +102,7 @@ class Claimer:
             self.schedule.released([spec.id for spec, _slot in batch])
         self.counters.claimed += len(won)
         self.counters.lost_claims += len(batch) - len(won)
+        metrics.claims(len(won), len(batch) - len(won))
         for spec, slot_ms in batch:
             run_id = won.get((spec.id, slot_ms))
             if run_id is not None:
@@ -132,6 +133,7 @@ class Claimer:
         now = self.clock()
         won = await self.db.write(claims.claim_queued, self.node, ids, self.schedule.running_jobs(), now)
         self.counters.claimed += len(won)
+        metrics.claims(len(won), 0)
         for claim in won:
             snapshot = self._snapshot(claim.run_id, claim.spec, claim.trigger, claim.slot, claim.started_at)
             snapshot.attempt = claim.attempt

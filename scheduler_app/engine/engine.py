@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from pydantic import BaseModel
 
-from scheduler_app import claims, nodes, schedules, slots
+from scheduler_app import claims, metrics, nodes, schedules, slots
 from scheduler_app.contract import RunContext
 from scheduler_app.engine import upkeep
 from scheduler_app.engine.access import Database
@@ -229,6 +229,8 @@ class Engine:
     async def _tick(self) -> None:
         """APScheduler's job: hand every due slot to the claimer (cheap; never awaits)."""
         due = self.schedule.due(now_ms())
+        # the pure schedule only counts; the totals become Prometheus counters here
+        metrics.slots_counted(self.counters.coalesced, self.counters.skipped_overlap)
         if due:
             self.claimer.offer(due)
         for job_id, slot_ms in self.schedule.take_skipped():

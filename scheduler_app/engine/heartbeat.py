@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from scheduler_app import nodes
+from scheduler_app import metrics, nodes
 from scheduler_app.engine.access import Database
 from scheduler_app.streams import RunSnapshot
 
@@ -56,7 +56,9 @@ class Heartbeat:
             await asyncio.sleep(self.seconds)
             try:
                 running, scheduled = self.load()
-                await self.db.write(nodes.heartbeat, self.node, self.clock(), running, scheduled)
+                at = self.clock()
+                await self.db.write(nodes.heartbeat, self.node, at, running, scheduled)
+                metrics.node_heartbeat(at.timestamp())
                 await self.sweep()
             except Exception as exc:
                 log.warning("heartbeat failed (%s: %s)", type(exc).__name__, exc)
