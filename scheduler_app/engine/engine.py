@@ -297,6 +297,7 @@ class Engine:
             outcome.status.replace("_", " "), run.attempt + 1, delay, _when(slots.to_ms(not_before), spec),
         )  # fmt: skip
         self.counters.retries_scheduled += 1
+        metrics.run_retried(spec.package)
         asyncio.get_running_loop().create_task(
             self._queue_retry(spec, run.slot, run.attempt + 1, not_before, delay), name=f"retry of run {run.id}"
         )
