@@ -1,18 +1,19 @@
-"""A user sets a cron schedule in a real browser: the preview follows the typing (server-side
-validation), a mistake shows in red, saving stores it, and the card shows the next run.
+"""In a real browser: a user sets a cron schedule (the preview follows the typing, checked by
+the server; a mistake shows in red; saving stores it; the card shows the next run), and cancels
+a running run from its page, then runs it again.
 
 The server and browser fixtures are test_browser.py's (``manage.py serve`` + Debian's chromium).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import playwright.sync_api as playwright_sync
 import pytest
 
 from scheduler_app import services
-from scheduler_app.models import Job
+from scheduler_app.models import Job, JobRun
 from tests.test_browser import browser, db, log_in, server  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -59,3 +60,34 @@ def test_alice_sets_a_weekday_cron_schedule_sees_the_preview_and_the_next_run(se
     assert card.locator(f'[data-next-run-for="{job.pk}"] time').get_attribute("data-interval") == "0"
     page.screenshot(path=str(server.tmp_path / "schedule.png"))
     assert [e for e in page.console_errors if not e.startswith("Failed to load resource")] == []
+
+
+def test_alice_cancels_a_running_run_from_its_page_and_runs_it_again(server, browser, alice, sample_plugin):  # noqa: F811
+    job = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann", "times": 10}, description="long"))
+    run = db(lambda: services.run_now(job))
+    page = log_in(browser, server, "alice", "alice-pass")
+    expect = playwright_sync.expect
+    # the embedded scheduler picks the run up; its page offers to cancel it
+    for _ in range(100):
+        if db(lambda: JobRun.objects.get(pk=run.pk).status) == JobRun.Status.RUNNING:
+            break
+        page.wait_for_timeout(100)
+    page.goto(f"{server.url}/runs/{run.pk}/")
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.locator(".message-success")).to_contain_text(f"Run #{run.pk}")
+    # the scheduler stops it (the plugin is told, then interrupted) and records who asked
+    for _ in range(100):
+        if db(lambda: JobRun.objects.get(pk=run.pk).is_finished):
+            break
+        page.wait_for_timeout(100)
+    page.goto(f"{server.url}/runs/{run.pk}/")
+    expect(page.locator("[data-run-status]")).to_have_text("cancelled")
+    expect(page.locator("[data-cancelled-by]")).to_have_text("alice")
+    ended = db(lambda: JobRun.objects.get(pk=run.pk))
+    assert (ended.status, ended.error) == (JobRun.Status.CANCELLED, "cancelled by alice")
+    assert ended.finished_at - ended.started_at < timedelta(seconds=9), "stopped, not finished"
+    # Run again: a new manual run of the same job, and its page
+    page.get_by_role("button", name="Run again").click()
+    expect(page.locator(".message-success")).to_contain_text("queued")
+    again = db(lambda: JobRun.objects.filter(job=job).exclude(pk=run.pk).get())
+    assert page.url.endswith(f"/runs/{again.pk}/") and again.trigger == JobRun.Trigger.MANUAL
