@@ -15,9 +15,10 @@ kill -9 the node with the most runs in flight (and start a replacement later, as
 would); SIGSTOP a node for ``--pause`` s and SIGCONT it; stop PostgreSQL for ``--pg-down`` s
 and start it again; stop Redis for ``--redis-down`` s and start it again.
 
-What counts is what the plugin did, not what the database says: the ``chaos_probe`` plugin
-appends ``start``/``step``/``end``/``cancel`` lines with the wall time and its pid to a file
-(``bench/plugins/chaos_probe@v1_0_0``). From it:
+What counts is what the plugin did, not what the database says: the ``trail_probe`` test plugin
+(``tests/plugins/trail_probe@v1_0_0``) appends ``start``/``step``/``end``/``cancel`` lines with
+the wall time and its pid to a file, read by ``tests/trail.py`` (shared with the failover
+test). From it:
 
 - duplicate executions: a (job, slot) executed more than once (by any processes);
 - overlaps: two executions of one job whose work (start .. last step or end) intersects; a run
@@ -51,8 +52,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import trail  # noqa: E402  (the failover test's plugin and its trail reader)
+
 OUT = Path("/tmp/jobscheduler-chaos")
-CHAOS_PACKAGE = "chaos_probe@v1_0_0.plugin.Plugin"
 SCALE_PACKAGE = "bench_probe@v1_0_0.plugin.Plugin"
 SHARED_PORTS = {5432, 6379}
 
@@ -189,7 +193,7 @@ def node_env(args: argparse.Namespace, effects: Path) -> dict[str, str]:
         REDIS_URL=f"redis://127.0.0.1:{args.redis_port}/0",
         CHANNEL_LAYER_PREFIX="chaos",
         MODULE_PATH=str(ROOT / "bench" / "plugins"),
-        CHAOS_EFFECTS=str(effects),
+        TRAIL_FILE=str(effects),
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
         DEBUG="false",
@@ -209,7 +213,6 @@ def setup_django(args: argparse.Namespace) -> None:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'jobscheduler_chaos'").fetchone():
             conn.execute("CREATE DATABASE jobscheduler_chaos")
     os.environ.update(node_env(args, OUT / "effects.txt"))
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -297,60 +300,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# --- the side effects --------------------------------------------------------------------------
-
-
-@dataclass
-class Execution:
-    job: int
-    slot_ms: int
-    pid: int
-    start: float
-    work: list[float] = field(default_factory=list)  # start, steps, end
-    end: float | None = None
-    cancel: float | None = None
-
-    @property
-    def last_work(self) -> float:
-        return self.work[-1]
-
-
-def read_effects(path: Path) -> list[Execution]:
-    runs: dict[tuple[int, int, int], Execution] = {}
-    if not path.exists():
-        return []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 5:
-            continue
-        kind, job, slot_ms, pid, t = parts[0], int(parts[1]), int(parts[2]), int(parts[3]), float(parts[4])
-        key = (job, slot_ms, pid)
-        if kind == "start":
-            # the same process never starts one (job, slot) twice; a second start would be a duplicate
-            # execution and gets its own entry
-            while key in runs:
-                key = (job, slot_ms, -abs(key[2]) - 1)
-            runs[key] = Execution(job, slot_ms, pid, t, [t])
-            continue
-        execution = runs.get(key)
-        if execution is None:
-            continue
-        if kind == "step":
-            execution.work.append(t)
-        elif kind == "end":
-            execution.work.append(t)
-            execution.end = t
-        elif kind == "cancel":
-            execution.cancel = t
-    return list(runs.values())
-
-
-def in_flight(executions: list[Execution], pid: int, at: float) -> list[Execution]:
-    return [
-        e
-        for e in executions
-        if e.pid == pid and e.start <= at and (e.end or e.cancel or float("inf")) > at and e.last_work >= at - 0.5
-    ]
+# --- the side effects (tests/trail.py reads them) --------------------------------------------
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -360,12 +310,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(values[min(len(values) - 1, int(q * len(values)))], 2)
 
 
-def failover(executions: list[Execution], victim: int, at: float) -> dict:
+def failover(executions: list[trail.Execution], victim: int, at: float) -> dict:
     """From ``at`` (kill / SIGSTOP) to the next start of each affected job on another process."""
-    by_job: dict[int, list[Execution]] = defaultdict(list)
+    by_job: dict[int, list[trail.Execution]] = defaultdict(list)
     for e in executions:
         by_job[e.job].append(e)
-    flying = {e.job for e in in_flight(executions, victim, at)}
+    flying = {e.job for e in trail.in_flight(executions, victim, at)}
     last_on_victim = set()
     for job, runs in by_job.items():
         before = [e for e in runs if e.start <= at]
@@ -392,7 +342,7 @@ def failover(executions: list[Execution], victim: int, at: float) -> dict:
 
 
 def analyse(
-    executions: list[Execution],
+    executions: list[trail.Execution],
     nodes: list[Node],
     phases: list[tuple[str, float, float]],
     job_ids: list[int],
@@ -404,27 +354,15 @@ def analyse(
     from scheduler_app.models import JobRun
 
     killed = {n.pid for n in nodes if n.killed_at is not None}
-    # duplicates: one (job, slot) executed more than once
-    per_slot = Counter((e.job, e.slot_ms) for e in executions)
-    duplicates = sum(n - 1 for n in per_slot.values() if n > 1)
-    # overlaps: work of two executions of one job intersecting
-    overlaps = []
-    by_job: dict[int, list[Execution]] = defaultdict(list)
-    for e in executions:
-        by_job[e.job].append(e)
-    for job, runs in by_job.items():
-        runs.sort(key=lambda e: e.start)
-        for i, a in enumerate(runs):
-            for b in runs[i + 1 :]:
-                if b.start >= a.last_work:
-                    break
-                overlaps.append(
-                    {
-                        "job": job,
-                        "a": [a.slot_ms, a.pid, round(a.start, 2), round(a.last_work, 2)],
-                        "b": [b.slot_ms, b.pid, round(b.start, 2), round(b.last_work, 2)],
-                    }
-                )
+    duplicates = len(trail.duplicates(executions))
+    overlaps = [
+        {
+            "job": a.job,
+            "a": [a.slot_ms, a.pid, round(a.start, 2), round(a.last_work, 2)],
+            "b": [b.slot_ms, b.pid, round(b.start, 2), round(b.last_work, 2)],
+        }
+        for a, b in trail.overlaps(executions)
+    ]
     # missed slots, per phase
     lo_ms, hi_ms = int(window[0] * 1000), int(window[1] * 1000)
     executed = {(e.job, e.slot_ms) for e in executions}
@@ -477,7 +415,7 @@ def analyse(
 def chaos(args: argparse.Namespace, pg: PrivatePostgres, redis: PrivateRedis) -> dict:
     effects = OUT / "effects.txt"
     effects.unlink(missing_ok=True)
-    job_ids = prepare(args.jobs, CHAOS_PACKAGE, {"steps": args.steps, "step_seconds": args.step_seconds})
+    job_ids = prepare(args.jobs, trail.PACKAGE, {"steps": args.steps, "step_seconds": args.step_seconds})
     env = node_env(args, effects)
     lost_after = float(args.lost_after if args.lost_after is not None else 30)
     # long enough to see the failover of today's engine (lost after 30 s) as well as a fast one
@@ -498,9 +436,9 @@ def chaos(args: argparse.Namespace, pg: PrivatePostgres, redis: PrivateRedis) ->
 
     def busiest() -> Node:
         now = time.time()
-        executions = read_effects(effects)
+        executions = trail.read_trail(effects)
         alive = [n for n in nodes if n.killed_at is None and n.proc.poll() is None]
-        return max(alive, key=lambda n: len(in_flight(executions, n.pid, now)))
+        return max(alive, key=lambda n: len(trail.in_flight(executions, n.pid, now)))
 
     # 1. kill -9 the node with the most runs in flight; a replacement starts after the observation
     victim = busiest()
@@ -546,7 +484,7 @@ def chaos(args: argparse.Namespace, pg: PrivatePostgres, redis: PrivateRedis) ->
     phases.append(("redis_stop", t_redis, t_end))
 
     stop_nodes(nodes)
-    executions = read_effects(effects)
+    executions = trail.read_trail(effects)
     report["failover_kill"] = failover(executions, victim.pid, t_kill)
     report["failover_pause"] = failover(executions, paused.pid, t_stop)
     report["postgres_down_s"] = round(t_pg_up - t_pg, 1)

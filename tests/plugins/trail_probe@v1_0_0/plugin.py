@@ -1,11 +1,11 @@
-"""chaos_probe: the plugin of the chaos benchmark; every execution leaves a trail in a file.
+"""trail_probe: every execution leaves a trail in a file, whether or not a node records it.
 
 Each execution appends lines ``<event> <job> <slot_ms> <pid> <time>`` to the file named by
-``CHAOS_EFFECTS`` (one ``os.write`` on an ``O_APPEND`` descriptor per line, so lines of
-concurrent processes never interleave): ``start``, a ``step`` every ``step_seconds``, then
-``end``, or ``cancel`` if it was cancelled. The benchmark reads the file, not the database:
-it sees executions the way a plugin's side effects would, including the ones a node never
-managed to record. A ``step`` or ``end`` is work done; ``cancel`` is not.
+the ``TRAIL_FILE`` environment variable, one ``os.write`` on an ``O_APPEND`` descriptor per
+line (lines of concurrent processes never interleave): ``start``, a ``step`` every
+``step_seconds``, then ``end``, or ``cancel`` when it is cancelled. ``tests/trail.py`` reads
+the file: duplicate executions and overlapping work are seen as a plugin's side effects
+would be, including those of a node that was killed before it could record anything.
 """
 
 from __future__ import annotations
@@ -27,25 +27,25 @@ class Config(BaseModel):
 
 class Plugin(JobPlugin):
     Config = Config
-    description = "Chaos benchmark probe: records every execution's start, steps and end in a file."
+    description = "Failover probe: records every execution's start, steps and end in a file."
 
     @hookimpl
     async def run(self, config: Config, context: RunContext) -> None:
         slot_ms = to_ms(context.slot) if context.slot is not None else 0
-        fd = os.open(os.environ["CHAOS_EFFECTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(os.environ["TRAIL_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-        def effect(event: str) -> None:
+        def mark(event: str) -> None:
             os.write(fd, f"{event} {context.job_id} {slot_ms} {os.getpid()} {time.time():.4f}\n".encode())
 
         try:
-            effect("start")
+            mark("start")
             for _ in range(config.steps):
                 await asyncio.sleep(config.step_seconds)
-                effect("step")
-            effect("end")
+                mark("step")
+            mark("end")
             context.logger.info("done")
         except asyncio.CancelledError:
-            effect("cancel")
+            mark("cancel")
             raise
         finally:
             os.close(fd)
