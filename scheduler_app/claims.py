@@ -101,10 +101,15 @@ class ManualClaim:
 
 
 def queued_run_ids(limit: int = 200) -> list[int]:
+    return [run_id for run_id, _job_id in queued_runs(limit)]
+
+
+def queued_runs(limit: int = 200) -> list[tuple[int, int]]:
+    """``(run id, job id)`` of the oldest queued runs (the engine keeps those of its share)."""
     return list(
         JobRun.objects.filter(status=JobRun.Status.QUEUED)
         .order_by("created_at", "id")
-        .values_list("id", flat=True)[:limit]
+        .values_list("id", "job_id")[:limit]
     )
 
 

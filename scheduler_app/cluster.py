@@ -130,9 +130,7 @@ class Lease:
 
     def may_judge(self, now: float) -> bool:
         """Whether this node has watched long enough, without a gap, to declare others lost."""
-        return (
-            self.valid(now) and self.continuous_since is not None and now - self.continuous_since >= self.lost_after
-        )
+        return self.valid(now) and self.continuous_since is not None and now - self.continuous_since >= self.lost_after
 
     def reset(self) -> None:
         """Start over (this node rejoined under a new name)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import gc
 import heapq
 import itertools
@@ -40,7 +41,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from scheduler_app import claims, nodes, plugin_host, retention, slots, streams
+from scheduler_app import claims, cluster, nodes, plugin_host, retention, slots, streams, wakeup
 from scheduler_app.contract import RunContext
 from scheduler_app.jobtable import Diff, JobSpec, JobTable
 from scheduler_app.log_pipeline import Publisher, clean_text, run_logger
@@ -121,6 +122,8 @@ class EngineStats:
     lost_claims: int = 0
     skipped_overlap: int = 0
     coalesced: int = 0
+    #: due slots not claimed because this node could not confirm it was alive (fenced)
+    skipped_fenced: int = 0
     finished: int = 0
     reconciles: int = 0
     last_reconcile_seconds: float = 0.0
@@ -134,6 +137,14 @@ class Engine:
         self.node = node_name or nodes.make_node_name(cfg.get("NODE_NAME") or "")
         self.heartbeat_seconds = float(cfg["HEARTBEAT_SECONDS"])
         self.lost_after_seconds = float(cfg["LOST_AFTER_SECONDS"])
+        # Fencing: this node acts (claims, runs) only while its heartbeats get through, and a
+        # heartbeat's worth less than the others wait before they declare it lost.
+        self.lease = cluster.Lease(self.lost_after_seconds, margin=self.heartbeat_seconds)
+        #: the live members; this node claims the slots of its share of the jobs only
+        self.membership = cluster.Membership(self.node)
+        self._fenced = False
+        self._fence_reason = ""
+        self._beats_failing_since: float | None = None
         self.reconcile_seconds = float(cfg["RECONCILE_SECONDS"])
         self.grace_seconds = float(cfg["GRACE_SECONDS"])
         self.retain_days = float(cfg["RETAIN_DAYS"])
@@ -190,8 +201,15 @@ class Engine:
         self.publisher.start()
         self.writer = Writer(on_committed=self.publisher.on_committed)
         self.writer.start()
+        sent = time.monotonic()
         await self._write(nodes.register, self.node, utcnow())
-        await self._write(self._mark_lost)  # runs of nodes that died while nobody watched
+        self.lease.renewed(sent)
+        # The members before the first slot, so this node claims its share from the start. Runs of
+        # nodes that died while nobody watched are marked lost once this node may judge (after
+        # LOST_AFTER_SECONDS of its own heartbeats).
+        await self._beat()
+        # A frozen process checks its lease before any run takes a step (runscheduler's loop).
+        wakeup.on_wakeup(self.loop, self._check_lease)
         diff = await self._read(self.table.full)
         self._apply(diff, initial=True)
         self._apscheduler = AsyncIOScheduler(
@@ -254,7 +272,10 @@ class Engine:
         self._queued_ready.set()
         await asyncio.gather(*self._claimers, return_exceptions=True)
         # The lag monitor keeps watching until the end: a plugin may block the loop on its way out.
-        background = [task for task in self._tasks if task.get_name() != "loop lag monitor"]
+        # The heartbeat goes on while runs finish: without it the others would declare this node
+        # lost after LOST_AFTER_SECONDS and take its jobs over beside its running runs.
+        keep = {"loop lag monitor", "heartbeat"}
+        background = [task for task in self._tasks if task.get_name() not in keep]
         for task in background:
             task.cancel()
         running = [a.task for a in self.active.values() if a.task is not None]
@@ -268,6 +289,12 @@ class Engine:
             log.info("stopping: cancelled %d runs still going after the grace period", len(leftover))
             await asyncio.wait([a.task for a in leftover if a.task], timeout=5)
         await asyncio.gather(*background, return_exceptions=True)
+        for task in self._tasks:
+            if task.get_name() == "heartbeat":
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self.loop is not None:
+            wakeup.remove(self.loop, self._check_lease)
         assert self.writer is not None
         try:
             await self._write(nodes.mark_stopped, self.node, utcnow())
@@ -368,6 +395,7 @@ class Engine:
         now = now_ms()
         heap = self.heap
         due = self._due
+        mine = self.membership.mine
         while heap and heap[0][0] <= now:
             due_ms, job_id, generation = heapq.heappop(heap)
             state = self.jobs.get(job_id)
@@ -380,6 +408,8 @@ class Engine:
             slot_ms = max(latest, due_ms)
             state.next_ms = slot_ms + spec.interval * 1000
             heapq.heappush(heap, (state.next_ms, job_id, generation))
+            if not mine(job_id):
+                continue  # another member's share (the claim would settle it anyway, at a cost)
             if job_id in self.running_jobs or job_id in self._claiming:
                 # Still running (or its last slot's claim is still in flight): skip this slot.
                 self.stats.skipped_overlap += 1
@@ -404,12 +434,16 @@ class Engine:
             batch = [(spec, slot) for spec, slot in batch if spec.id not in self.running_jobs]
             if not batch:
                 continue
+            if not self._may_act():
+                self.stats.skipped_fenced += len(batch)
+                continue
             now = utcnow()
+            node = self.node
             wanted = [claims.SlotClaim(spec.id, slot_ms, spec.package) for spec, slot_ms in batch]
             in_flight = {spec.id for spec, _slot in batch}
             self._claiming |= in_flight
             try:
-                won = await self._write(claims.claim_slots, self.node, wanted, now)
+                won = await self._write(claims.claim_slots, node, wanted, now)
             except Exception as exc:
                 self._claiming -= in_flight
                 log.warning(
@@ -418,6 +452,14 @@ class Engine:
                 continue
             self._claiming -= in_flight
             self.stats.lost_claims += len(batch) - len(won)
+            if won and (node != self.node or not self._may_act()):
+                # Fenced (or rejoined under a new name) while the claim was on its way: start nothing.
+                self._give_up_claims(
+                    [(won[(spec.id, slot)], spec, slot) for spec, slot in batch if (spec.id, slot) in won],
+                    node,
+                    JobRun.Trigger.SCHEDULE.value,
+                )
+                continue
             for spec, slot_ms in batch:
                 run_id = won.get((spec.id, slot_ms))
                 if run_id is not None:
@@ -429,7 +471,7 @@ class Engine:
                         trigger=JobRun.Trigger.SCHEDULE.value,
                         slot=slots.to_datetime(slot_ms),
                         started_at=now,
-                        node=self.node,
+                        node=node,
                     )
                     self._start_run(record, spec)
 
@@ -444,15 +486,26 @@ class Engine:
             self._queued_ready.clear()
             if self._stopping:
                 return
+            if not self._may_act():
+                continue
+            node = self.node
             try:
-                ids = await self._read(claims.queued_run_ids)
+                # "Run now" follows the division too: the owner of the job claims it.
+                ids = [
+                    run_id for run_id, job_id in await self._read(claims.queued_runs) if self.membership.mine(job_id)
+                ]
                 if not ids:
                     continue
                 now = utcnow()
-                won = await self._write(claims.claim_queued, self.node, ids, set(self.running_jobs), now)
+                won = await self._write(claims.claim_queued, node, ids, set(self.running_jobs), now)
             except Exception as exc:
                 log.warning("could not claim queued runs (%s: %s)", type(exc).__name__, exc)
                 await asyncio.sleep(1)
+                continue
+            if won and (node != self.node or not self._may_act()):
+                self._give_up_claims(
+                    [(c.run_id, c.spec, slots.to_ms(c.slot)) for c in won], node, JobRun.Trigger.MANUAL.value
+                )
                 continue
             for claim in won:
                 record = RunRecord(
@@ -463,7 +516,7 @@ class Engine:
                     trigger=JobRun.Trigger.MANUAL.value,
                     slot=claim.slot,
                     started_at=claim.started_at,
-                    node=self.node,
+                    node=node,
                 )
                 self._start_run(record, claim.spec)
 
@@ -545,6 +598,12 @@ class Engine:
         elif active.cancel_reason == "deleted":
             status = JobRun.Status.CANCELLED.value
             error = "cancelled: the job was deleted"
+        elif active.cancel_reason == "fenced":
+            status = JobRun.Status.CANCELLED.value
+            error = (
+                f"cancelled: scheduler node {active.record.node} could not confirm it was alive "
+                f"({self._fence_reason}); another node may run the job"
+            )
         if active.abandoned:
             log.warning("run %s of %s ended %.0f s after it was abandoned", active.record.id, spec.package,
                         time.monotonic() - active.abandoned)  # fmt: skip
@@ -598,6 +657,7 @@ class Engine:
                 traceback=clean_text(trace),
                 log_count=active.log_handler.count if active.log_handler else 0,
                 record=record,
+                node=record.node,
             )
         )
 
@@ -725,15 +785,148 @@ class Engine:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             try:
-                await self._write(nodes.heartbeat, self.node, utcnow(), len(self.active), len(self.jobs))
-                lost = await self._write(self._mark_lost)
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
-                log.warning("heartbeat failed (%s: %s)", type(exc).__name__, exc)
-                continue
+                if self._beats_failing_since is None:
+                    self._beats_failing_since = time.monotonic()
+                    log.warning(
+                        "heartbeat failed (%s: %s); this node stops claiming and cancels its runs if none gets "
+                        "through within %.1f s",
+                        type(exc).__name__,
+                        exc,
+                        max(0.0, self.lease.expires_in(time.monotonic())),
+                    )
+
+    async def _beat(self) -> None:
+        """One heartbeat: renew the lease, learn the members, declare silent nodes lost."""
+        sent, node = time.monotonic(), self.node
+        beat = await self._write(
+            nodes.heartbeat, node, utcnow(), len(self.active), len(self.jobs), self.lost_after_seconds
+        )
+        if self._beats_failing_since is not None:
+            log.warning("heartbeats get through again after %.1f s", time.monotonic() - self._beats_failing_since)
+            self._beats_failing_since = None
+        if not beat.alive:
+            await self._rejoin(node)
+            return
+        self.lease.renewed(sent)
+        if self._fenced:
+            self._fenced = False
+            log.warning("node %s: heartbeats get through again; claiming again", node)
+        before = copy.copy(self.membership)
+        if self.membership.update(beat.members):
+            self._rebalance(before)
+        if self.lease.may_judge(time.monotonic()):
+            lost = await self._write(self._mark_lost)
             for run in lost:
                 log.warning("run %s of job %s marked lost: %s", run.id, run.job_id, run.error)
                 assert self.publisher is not None
                 self.publisher.publish_status(run)
+
+    # -- fencing and the division of jobs ------------------------------------------------------
+
+    def _may_act(self) -> bool:
+        self._check_lease()
+        return not self._fenced
+
+    def _check_lease(self) -> None:
+        """Cancel every run the moment this node can no longer be sure the others count it alive.
+
+        Runs after every wake-up of runscheduler's loop (``wakeup``) and every 0.1 s otherwise."""
+        if not self._fenced and not self.lease.valid(time.monotonic()):
+            silent = time.monotonic() - (self.lease.renewed_at or 0.0)
+            self._fence(f"no heartbeat got through for {silent:.1f} s: paused, overloaded or cut off from the database")
+
+    def _fence(self, reason: str) -> None:
+        self._fenced = True
+        self._fence_reason = reason
+        going = [a for a in self.active.values() if a.task is not None and not a.task.done()]
+        log.warning(
+            "node %s fenced (%s): cancelling its %d running runs and claiming nothing until a heartbeat gets through",
+            self.node,
+            reason,
+            len(going),
+        )
+        for active in going:
+            self._cancel(active, "fenced")
+
+    async def _rejoin(self, old: str) -> None:
+        """Another node declared this one lost (its runs are marked lost): cancel what still runs
+        and come back as a new node, so nothing of the old one is ever written over."""
+        if not self._fenced or self.active:
+            self._fence(f"another node declared it lost after {self.lost_after_seconds:g} s without a heartbeat")
+        new = nodes.make_node_name(old.rsplit(":", 2)[0])
+        sent = time.monotonic()
+        await self._write(nodes.register, new, utcnow())
+        self.node = new
+        self.lease.reset()
+        self.lease.renewed(sent)
+        self._fenced = False
+        before = copy.copy(self.membership)
+        self.membership.rename(new)
+        log.warning(
+            "node %s was declared lost by another node (paused or cut off for over %g s); its runs were cancelled "
+            "and marked lost; rejoined as %s",
+            old,
+            self.lost_after_seconds,
+            new,
+        )
+        self._rebalance(before)
+
+    def _rebalance(self, before: cluster.Membership) -> None:
+        """The members changed: catch up the latest slot of each job this node takes over.
+
+        The previous owner may have gone (its slot due meanwhile would be missed) or still be
+        here (the claim finds the slot taken). A job saved after its latest slot waits for the next."""
+        now = now_ms()
+        mine = taken = 0
+        for job_id, state in self.jobs.items():
+            if not self.membership.mine(job_id):
+                continue
+            mine += 1
+            if before.mine(job_id) and before.me == self.membership.me:
+                continue
+            taken += 1
+            if job_id in self.running_jobs or job_id in self._claiming:
+                continue
+            spec = state.spec
+            latest = slots.slot_at_or_before(now, job_id, spec.interval)
+            if latest >= spec.updated_ms:
+                self._claiming.add(job_id)
+                self._due.append((spec, latest))
+        log.info(
+            "members: %s; node %s runs %d of %d jobs (%d taken over)",
+            ", ".join(self.membership.members),
+            self.membership.me,
+            mine,
+            len(self.jobs),
+            taken,
+        )
+        if self._due and self._due_ready is not None:
+            self._due_ready.set()
+
+    def _give_up_claims(self, won: list[tuple[int, JobSpec, int]], node: str, trigger: str) -> None:
+        """Claims won just before this node was fenced: record them cancelled, never start them."""
+        assert self.writer is not None
+        now = utcnow()
+        error = f"cancelled: scheduler node {node} was fenced before the run could start ({self._fence_reason})"
+        for run_id, spec, slot_ms in won:
+            record = RunRecord(
+                id=run_id,
+                job_id=spec.id,
+                plugin_id=spec.plugin_id,
+                user_id=spec.user_id,
+                trigger=trigger,
+                slot=slots.to_datetime(slot_ms),
+                started_at=now,
+                node=node,
+                status=JobRun.Status.CANCELLED.value,
+                finished_at=now,
+                error=error,
+            )
+            self.writer.finish_run(RunFinish(run_id, record.status, now, now, error, "", 0, record=record, node=node))
 
     async def _retention_loop(self) -> None:
         await asyncio.sleep(5)
@@ -763,6 +956,7 @@ class Engine:
         while True:
             t0 = time.monotonic()
             self._loop_beat = t0
+            self._check_lease()
             await asyncio.sleep(period)
             lag = time.monotonic() - t0 - period
             self._loop_beat = time.monotonic()

@@ -182,6 +182,14 @@ class SchedulerNode(models.Model):
     started_at = models.DateTimeField("started", default=timezone.now)
     last_heartbeat = models.DateTimeField("last heartbeat", default=timezone.now)
     stopped_at = models.DateTimeField("stopped", null=True, blank=True, help_text="Set on a clean shutdown.")
+    lost_at = models.DateTimeField(
+        "declared lost",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Set when another node found no heartbeat for SCHEDULER_LOST_AFTER_SECONDS and marked its runs "
+        "lost. A node that finds it set (it was paused) cancels its runs and rejoins under a new name.",
+    )
     running_runs = models.PositiveIntegerField("running runs", default=0, editable=False)
     scheduled_jobs = models.PositiveIntegerField("scheduled jobs", default=0, editable=False)
 
@@ -194,7 +202,7 @@ class SchedulerNode(models.Model):
 
     @property
     def is_alive(self) -> bool:
-        if self.stopped_at is not None:
+        if self.stopped_at is not None or self.lost_at is not None:
             return False
         limit = settings.SCHEDULER["LOST_AFTER_SECONDS"]
         return (timezone.now() - self.last_heartbeat).total_seconds() < limit

@@ -35,6 +35,8 @@ from scheduler_app.models import JobRun, LogLine
 
 log = logging.getLogger("scheduler_app.writer")
 
+RUNNING = JobRun.Status.RUNNING.value
+
 #: Rows per INSERT statement (SQLite allows 32,766 variables; 5 per line).
 CHUNK = 500
 
@@ -64,6 +66,8 @@ class RunFinish:
     traceback: str
     log_count: int
     record: Any = None
+    #: the node that ran it: the finish is written only while the run is still running there
+    node: str = ""
 
 
 @dataclass
@@ -326,9 +330,11 @@ def _update_runs(batch: Batch) -> None:
     table = ops.quote_name(JobRun._meta.db_table)
     with connection.cursor() as cursor:
         if batch.finishes:
+            # Fencing: only a run still running on this node is finished. A run another node marked
+            # lost (this one was paused or cut off meanwhile) stays lost.
             cursor.executemany(
                 f"UPDATE {table} SET status = %s, started_at = %s, finished_at = %s, error = %s, traceback = %s, "
-                "log_count = %s WHERE id = %s",
+                "log_count = %s WHERE id = %s AND status = %s AND node = %s",
                 [
                     (
                         f.status,
@@ -338,6 +344,8 @@ def _update_runs(batch: Batch) -> None:
                         f.traceback,
                         f.log_count,
                         f.run_id,
+                        RUNNING,
+                        f.node,
                     )
                     for f in batch.finishes
                 ],
@@ -350,8 +358,8 @@ def _update_runs(batch: Batch) -> None:
         if counts:
             # live count for runs still going (a page shows "12 lines" while it runs)
             cursor.executemany(
-                f"UPDATE {table} SET log_count = %s WHERE id = %s AND log_count < %s",
-                [(n, run_id, n) for run_id, n in counts.items()],
+                f"UPDATE {table} SET log_count = %s WHERE id = %s AND log_count < %s AND status = %s",
+                [(n, run_id, n, RUNNING) for run_id, n in counts.items()],
             )
 
 

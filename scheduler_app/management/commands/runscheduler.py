@@ -27,7 +27,12 @@ class Command(BaseCommand):
         parser.add_argument("--node-name", default="", help="Name prefix of this node (default: the host name).")
 
     def handle(self, *args: Any, node_name: str, **options: Any) -> None:
-        asyncio.run(self._main(node_name))
+        from scheduler_app import wakeup
+
+        # A loop that checks the node's lease whenever it wakes up (a SIGSTOPped node cancels its
+        # runs before any of them takes another step): see scheduler_app/wakeup.py.
+        with asyncio.Runner(loop_factory=wakeup.new_event_loop) as runner:
+            runner.run(self._main(node_name))
 
     async def _main(self, node_name: str) -> None:
         from scheduler_app import nodes
