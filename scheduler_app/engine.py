@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 
 from scheduler_app import claims, cluster, nodes, plugin_host, retention, slots, streams, wakeup
 from scheduler_app.contract import RunContext
@@ -174,6 +174,10 @@ class Engine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._claimers: list[asyncio.Task[Any]] = []
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobscheduler-reader")
+        # Heartbeats and loss detection have a thread (and connection) of their own: queued behind
+        # the writer's claims and flushes, a heartbeat of a busy node would arrive late, and the
+        # node would fence itself (or be declared lost) for being busy.
+        self._beats = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobscheduler-heartbeat")
         self._apscheduler: Any = None
         self._loop_beat = time.monotonic()
         self._loop_thread_id = 0
@@ -202,7 +206,7 @@ class Engine:
         self.writer = Writer(on_committed=self.publisher.on_committed)
         self.writer.start()
         sent = time.monotonic()
-        await self._write(nodes.register, self.node, utcnow())
+        await self._liveness(nodes.register, self.node, utcnow())
         self.lease.renewed(sent)
         # The members before the first slot, so this node claims its share from the start. Runs of
         # nodes that died while nobody watched are marked lost once this node may judge (after
@@ -293,6 +297,8 @@ class Engine:
             if task.get_name() == "heartbeat":
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        # No heartbeats from here on, and nothing left to fence: nothing more is claimed or run.
+        self._fenced, self._fence_reason = True, "stopped"
         if self.loop is not None:
             wakeup.remove(self.loop, self._check_lease)
         assert self.writer is not None
@@ -311,6 +317,8 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._reader.submit(connections.close_all)
         self._reader.shutdown(wait=True)
+        self._beats.submit(connections.close_all)
+        self._beats.shutdown(wait=True)
         if self._stopped is not None:
             self._stopped.set()
         log.info(
@@ -345,6 +353,11 @@ class Engine:
     async def _write(self, fn: Any, *args: Any) -> Any:
         assert self.writer is not None
         return await asyncio.wrap_future(self.writer.call(fn, *args))
+
+    async def _liveness(self, fn: Any, *args: Any) -> Any:
+        """Heartbeats, registrations and loss detection, in their own thread."""
+        assert self.loop is not None
+        return await self.loop.run_in_executor(self._beats, _in_thread(_atomic(fn)), *args)
 
     async def _read(self, fn: Any, *args: Any) -> Any:
         assert self.loop is not None
@@ -802,7 +815,7 @@ class Engine:
     async def _beat(self) -> None:
         """One heartbeat: renew the lease, learn the members, declare silent nodes lost."""
         sent, node = time.monotonic(), self.node
-        beat = await self._write(
+        beat = await self._liveness(
             nodes.heartbeat, node, utcnow(), len(self.active), len(self.jobs), self.lost_after_seconds
         )
         if self._beats_failing_since is not None:
@@ -819,7 +832,7 @@ class Engine:
         if self.membership.update(beat.members):
             self._rebalance(before)
         if self.lease.may_judge(time.monotonic()):
-            lost = await self._write(self._mark_lost)
+            lost = await self._liveness(self._mark_lost)
             for run in lost:
                 log.warning("run %s of job %s marked lost: %s", run.id, run.job_id, run.error)
                 assert self.publisher is not None
@@ -859,7 +872,7 @@ class Engine:
             self._fence(f"another node declared it lost after {self.lost_after_seconds:g} s without a heartbeat")
         new = nodes.make_node_name(old.rsplit(":", 2)[0])
         sent = time.monotonic()
-        await self._write(nodes.register, new, utcnow())
+        await self._liveness(nodes.register, new, utcnow())
         self.node = new
         self.lease.reset()
         self.lease.renewed(sent)
@@ -1023,6 +1036,14 @@ class _RunRefused(Exception):
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _atomic(fn: Any) -> Any:
+    def call(*args: Any) -> Any:
+        with transaction.atomic():
+            return fn(*args)
+
+    return call
 
 
 def _in_thread(fn: Any) -> Any:

@@ -128,9 +128,11 @@ def mark_lost_runs(me: str, now: datetime, lost_after_seconds: float) -> list[Lo
 
 def _mark_runs_of_dead_nodes(me: str, now: datetime, lost_after_seconds: float) -> list[LostRun]:
     cutoff = now - timedelta(seconds=lost_after_seconds)
-    alive = SchedulerNode.objects.filter(
-        stopped_at__isnull=True, lost_at__isnull=True, last_heartbeat__gte=cutoff
-    ).values_list("name", flat=True)
+    # A node that stopped cleanly keeps its runs for LOST_AFTER_SECONDS (its stop sets its last
+    # heartbeat): its last finishes may still be on their way to the database.
+    alive = SchedulerNode.objects.filter(lost_at__isnull=True, last_heartbeat__gte=cutoff).values_list(
+        "name", flat=True
+    )
     stale = (
         JobRun.objects.filter(status=JobRun.Status.RUNNING)
         .exclude(node=me)

@@ -188,6 +188,18 @@ def test_a_heartbeat_that_gets_in_first_keeps_the_node_and_its_runs(alice):
     assert JobRun.objects.get(pk=run.pk).status == JobRun.Status.RUNNING
 
 
+def test_a_stopped_node_s_runs_are_lost_only_once_its_last_finishes_had_time_to_arrive(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    now = timezone.now()
+    nodes.register("leaving:1:x", now)
+    run = _running(services.run_now(job), "leaving:1:x")
+    nodes.mark_stopped("leaving:1:x", now)
+
+    assert nodes.mark_lost_runs("me:2:y", now + timedelta(seconds=1), lost_after_seconds=3) == []
+    lost = nodes.mark_lost_runs("me:2:y", now + timedelta(seconds=4), lost_after_seconds=3)
+    assert [r.id for r in lost] == [run.pk] and "without finishing it" in lost[0].error
+
+
 def test_members_are_the_nodes_neither_stopped_nor_lost_nor_long_silent(alice):
     now = timezone.now()
     nodes.register("b:2:y", now)
