@@ -8,7 +8,12 @@ Measures, in one run:
 - the same dispatch loads on bare APScheduler 3 (``AsyncIOScheduler``, in-memory job store, one
   job per Job, a trivial coroutine, nothing recorded) as the reference.
 
-Usage (SQLite by default; a fresh database file under /tmp/jobscheduler-bench):
+Usage (SQLite by default; a fresh database file under $BENCH_DIR, /tmp/jobscheduler-bench):
+
+    # the issue's ratios in one run: CPU per recorded run vs bare APScheduler per dispatch,
+    # saturation vs APScheduler's, and (with --postgres) PostgreSQL's saturation vs SQLite's
+    .venv/bin/python bench/engine_bench.py --only ratios --seconds 10 \\
+        --postgres postgres://postgres@127.0.0.1:5432/jobscheduler_bench
 
     .venv/bin/python bench/engine_bench.py                 # everything (~6 minutes)
     .venv/bin/python bench/engine_bench.py --only dispatch --jobs 10000 --interval 5 --seconds 20
@@ -29,9 +34,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = Path("/tmp/jobscheduler-bench")
+BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/jobscheduler-bench"))
 PACKAGE = "bench_probe@v1_0_0.plugin.Plugin"
 
 
@@ -40,7 +46,10 @@ def django_env(db_url: str, redis: bool = False) -> dict[str, str]:
     env.update(
         DJANGO_SETTINGS_MODULE="jobscheduler.settings",
         DB_CONNECTION=db_url,
-        DEBUG="true",
+        # Production settings: DEBUG would wrap every query in Django's debug cursor (which
+        # formats and keeps each statement) and cost the writer thread ~12 % more CPU.
+        DEBUG="false",
+        SECRET_KEY="bench-only-secret-key-0123456789-0123456789-0123456789",
         MODULE_PATH=str(ROOT / "bench" / "plugins"),
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
@@ -135,7 +144,9 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def measure_scheduler(db_url: str, jobs: int, interval: int, seconds: float, redis: bool = False) -> dict:
+def measure_scheduler(
+    db_url: str, jobs: int, interval: int, seconds: float, redis: bool = False, profile: str = ""
+) -> dict:
     from django.db import connection
 
     from scheduler_app.models import JobRun, LogLine
@@ -147,11 +158,24 @@ def measure_scheduler(db_url: str, jobs: int, interval: int, seconds: float, red
     )
     started = time.time()
     window_start = started + interval + 1  # after the first interval: the start-up catch-up is over
-    time.sleep(interval + 1 + seconds)
+    time.sleep(interval + 1)
+    cpu_at_start = _cpu_seconds(proc.pid)
+    profiler = None
+    if profile:
+        # py-spy samples the real process from outside (no instrumentation inside it).
+        out = BENCH_DIR / f"profile-{jobs}-{interval}.{'json' if profile == 'speedscope' else 'svg'}"
+        profiler = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid), "--duration",
+             str(int(seconds)), "--rate", "200", "--format", profile, "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    time.sleep(seconds)
     window_end = time.time()
     rss = rss_mb(proc.pid)
-    cpu = _cpu_seconds(proc.pid)
+    cpu = _cpu_seconds(proc.pid) - cpu_at_start  # the window only: not the start-up
     time.sleep(1.5)  # let the last runs of the window be written
+    if profiler is not None:
+        profiler.wait(60)
     stop(proc)
     from datetime import UTC, datetime
 
@@ -177,7 +201,8 @@ def measure_scheduler(db_url: str, jobs: int, interval: int, seconds: float, red
         "lag_max_ms": round(max(lags), 1) if lags else None,
         "startup_wall_s": round(wall, 2),
         "rss_mb": round(rss),
-        "cpu_s_per_s": round(cpu / (time.time() - started), 2),
+        "cpu_s_per_s": round(cpu / (window_end - window_start), 3),
+        "cpu_us_per_run": round(cpu / len(recorded) * 1e6) if recorded else None,
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 
@@ -236,16 +261,19 @@ async def main():
     sched.start()
     window[0] = time.time() + 2 + INTERVAL
     window[1] = window[0] + SECONDS
+    await asyncio.sleep(max(0.0, window[0] - time.time()))
     cpu0 = time.process_time()
-    await asyncio.sleep(2 + INTERVAL + SECONDS + 0.5)
+    await asyncio.sleep(SECONDS)
     cpu = time.process_time() - cpu0
+    await asyncio.sleep(0.5)
     sched.shutdown(wait=False)
     rss = [int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmRSS:")][0]
     lags.sort()
     p = lambda q: round(lags[min(len(lags) - 1, int(q * len(lags)))], 1) if lags else None
     print(json.dumps({{"jobs": JOBS, "interval": INTERVAL, "offered_per_s": round(JOBS / INTERVAL),
         "dispatched_per_s": round(len(lags) / SECONDS), "lag_p50_ms": p(0.5), "lag_p99_ms": p(0.99),
-        "add_jobs_s": round(add_s, 2), "rss_mb": round(rss), "cpu_s_per_s": round(cpu / (2 + INTERVAL + SECONDS), 2)}}))
+        "add_jobs_s": round(add_s, 2), "rss_mb": round(rss), "cpu_s_per_s": round(cpu / SECONDS, 3),
+        "cpu_us_per_dispatch": round(cpu / len(lags) * 1e6) if lags else None}}))
 
 asyncio.run(main())
 """
@@ -286,18 +314,107 @@ asyncio.run(main())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# --- the issue's ratios, measured in one run ----------------------------------------------
+
+#: offered runs/s tried, lowest first, until one fails (every run recorded, p99 lag < 100 ms)
+OUR_RATES = [1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15000]
+APS_RATES = [5000, 10000, 15000, 20000, 25000, 30000, 35000]
+
+
+def ours_keeps_up(res: dict) -> bool:
+    return (res["recorded_share"] or 0) >= 0.99 and res["lag_p99_ms"] < 100
+
+
+def aps_keeps_up(res: dict) -> bool:
+    return res["dispatched_per_s"] >= 0.99 * res["offered_per_s"] and (res["lag_p99_ms"] or 1e9) < 100
+
+
+def highest_rate(label: str, rates: list[int], measure, keeps_up) -> tuple[int, list[dict]]:
+    """The highest offered rate that keeps up; stops at the first that does not."""
+    best, seen = 0, []
+    for rate in rates:
+        res = measure(rate)
+        res["keeps_up"] = keeps_up(res)
+        seen.append(res)
+        print(label, json.dumps(res), flush=True)
+        if not res["keeps_up"]:
+            break
+        best = rate
+    return best, seen
+
+
+def our_saturation(db_url: str, seconds: float) -> tuple[int, list[dict]]:
+    # interval 2 s: the jobs of a rate fit in memory and in the time to create them
+    return highest_rate("runscheduler", OUR_RATES, lambda r: measure_scheduler(db_url, r * 2, 2, seconds),
+                        ours_keeps_up)  # fmt: skip
+
+
+def postgres_saturation(pg_url: str, seconds: float) -> int:
+    """Our saturation on PostgreSQL, in a child bench process (Django binds one database per process)."""
+    env = dict(os.environ, DB_CONNECTION=pg_url)
+    cmd = [sys.executable, __file__, "--only", "saturation", "--seconds", str(seconds)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600, cwd=ROOT)
+    print(out.stdout, end="", flush=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    line = [x for x in out.stdout.splitlines() if x.startswith("saturation ")][-1]
+    return int(json.loads(line.split(" ", 1)[1])["highest_rate"])
+
+
+def ratios(db_url: str, seconds: float, pg_url: str) -> dict:
+    """CPU per recorded run vs bare APScheduler per dispatch; saturation vs APScheduler's; PostgreSQL vs SQLite."""
+    ours = measure_scheduler(db_url, 10000, 5, seconds)
+    print("runscheduler", json.dumps(ours), flush=True)
+    ref = apscheduler_reference(10000, 5, seconds)
+    print("apscheduler", json.dumps(ref), flush=True)
+    our_best, _ = our_saturation(db_url, seconds)
+    aps_best, _ = highest_rate("apscheduler", APS_RATES, lambda r: apscheduler_reference(r, 1, seconds),
+                               aps_keeps_up)  # fmt: skip
+    out = {
+        "cpu_us_per_recorded_run": ours["cpu_us_per_run"],
+        "cpu_us_per_aps_dispatch": ref["cpu_us_per_dispatch"],
+        "cpu_per_run_ratio": round(ours["cpu_us_per_run"] / ref["cpu_us_per_dispatch"], 2),
+        "cpu_ratio_target": "<= 2.5",
+        "saturation_runs_per_s": our_best,
+        "aps_saturation_per_s": aps_best,
+        "saturation_ratio": round(our_best / aps_best, 2) if aps_best else None,
+        "saturation_ratio_target": ">= 0.6",
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+    if pg_url:
+        pg_best = postgres_saturation(pg_url, seconds)
+        out.update(
+            postgres_saturation_runs_per_s=pg_best,
+            postgres_vs_sqlite=round(pg_best / our_best, 2) if our_best else None,
+            postgres_vs_sqlite_target=">= 0.8",
+        )
+    print("ratios", json.dumps(out), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["dispatch", "startup", "apscheduler", "all"], default="all")
+    parser.add_argument(
+        "--only", choices=["dispatch", "startup", "apscheduler", "ratios", "saturation", "all"], default="all"
+    )
+    parser.add_argument("--postgres", default="", help="ratios: also measure saturation on this PostgreSQL URL")
     parser.add_argument("--jobs", type=int, nargs="*", help="job counts (default per scenario)")
     parser.add_argument("--interval", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=15, help="measuring window per scenario")
     parser.add_argument("--redis", action="store_true", help="publish through Redis (REDIS_URL) in dispatch runs")
+    parser.add_argument("--profile", choices=["flamegraph", "speedscope"], default="",
+                        help="record the scheduler with py-spy during each dispatch window")  # fmt: skip
     args = parser.parse_args()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     db_url = os.environ.get("DB_CONNECTION") or f"sqlite:///{BENCH_DIR / 'bench.db'}"
     setup_django(db_url)
-    results: dict[str, list] = {"dispatch": [], "startup": [], "apscheduler": []}
+    results: dict[str, Any] = {"dispatch": [], "startup": [], "apscheduler": []}
+    if args.only == "ratios":
+        results["ratios"] = ratios(db_url, args.seconds, args.postgres)
+    if args.only == "saturation":
+        best, seen = our_saturation(db_url, args.seconds)
+        results["dispatch"] = seen
+        print("saturation", json.dumps({"highest_rate": best, "database": db_url.split(":", 1)[0]}), flush=True)
     loads = [(j, args.interval) for j in (args.jobs or [1000, 10000])]
     if args.only == "all":
         loads += [(10000, 2), (10000, 1)]  # 5,000 and 10,000 offered runs/s: where does it saturate?
@@ -306,7 +423,7 @@ def main() -> None:
         if args.only == "all":
             runs.append((10000, 5, True))  # the production shape: publishing through Redis
         for jobs, interval, redis in runs:
-            res = measure_scheduler(db_url, jobs, interval, args.seconds, redis)
+            res = measure_scheduler(db_url, jobs, interval, args.seconds, redis, args.profile)
             results["dispatch"].append(res)
             print("runscheduler", json.dumps(res), flush=True)
     if args.only in ("startup", "all"):

@@ -13,7 +13,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from jobscheduler.ws_origin import SameOriginValidator  # noqa: E402
 
 websocket_urlpatterns: list = []
 try:
@@ -21,9 +22,14 @@ try:
 except ImportError:  # until the consumers land
     pass
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+from scheduler_app.socket_flow import with_write_flow  # noqa: E402
+
+application = with_write_flow(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # Same origin as Django's CSRF check (scheme, host and port), not just an allowed host.
+            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

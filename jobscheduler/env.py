@@ -7,8 +7,9 @@ typo stops start-up with one clear line instead of running with a surprising val
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -110,25 +111,100 @@ def parse_database_url(url: str, *, base_dir: Path, var: str = "DB_CONNECTION") 
             "PORT": str(port or ""),
             "OPTIONS": options,
             # A long-lived scheduler keeps its connection; health checks replace a connection
-            # that died with a database restart instead of failing the next query.
+            # that died with a database restart instead of failing the next query. Web processes
+            # pool instead (``connections_for_process``).
             "CONN_MAX_AGE": 600,
             "CONN_HEALTH_CHECKS": True,
         }
     raise ImproperlyConfigured(f"{var}={url!r}: unsupported scheme {scheme or '(none)'!r}; expected {form}")
 
 
-def redis_channel_layer(url: str, *, prefix: str = "jobscheduler") -> dict[str, Any]:
+ProcessKind = Literal["web", "scheduler", "command"]
+PROCESS_KINDS: tuple[ProcessKind, ...] = ("web", "scheduler", "command")
+
+#: Programs that import ``jobscheduler.asgi`` to serve it: their process is a web process.
+ASGI_SERVERS = frozenset({"daphne", "uvicorn", "gunicorn", "hypercorn", "granian"})
+
+
+def process_kind(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> ProcessKind:
+    """What this process is, which decides how it holds database connections.
+
+    - ``web``: ``manage.py serve`` or an ASGI server (daphne, uvicorn...). Under ASGI every
+      request runs in a thread of its own and a persistent connection stays with each thread,
+      so a burst of requests opened a connection per request until PostgreSQL refused more.
+      Web processes borrow from a bounded pool instead.
+    - ``scheduler``: ``manage.py runscheduler``: a few threads (reader, writer) that keep one
+      connection each for the life of the process; a pool would only add hand-offs.
+    - ``command``: any other ``manage.py`` command, a script, the test runner.
+
+    ``JOBSCHEDULER_PROCESS`` overrides the guess (for a launcher not named here).
+    """
+    raw = environ.get("JOBSCHEDULER_PROCESS", "").strip()
+    if raw:
+        if raw not in PROCESS_KINDS:
+            raise ImproperlyConfigured(f"JOBSCHEDULER_PROCESS={raw!r}: expected one of {', '.join(PROCESS_KINDS)}")
+        return raw
+    program = Path(argv[0]) if argv else Path()
+    if program.name in {"manage.py", "django-admin"} or program.parent.name == "django":  # python -m django
+        command = argv[1] if len(argv) > 1 else ""
+        return "scheduler" if command == "runscheduler" else "web" if command == "serve" else "command"
+    if program.name in ASGI_SERVERS:
+        return "web"
+    return "command"
+
+
+class PoolSize(TypedDict):
+    """psycopg_pool's ``ConnectionPool`` options a web process uses (docs/operations.md)."""
+
+    min_size: int
+    max_size: int
+    timeout: float
+
+
+def connections_for_process(database: dict[str, Any], kind: ProcessKind, pool: PoolSize) -> dict[str, Any]:
+    """The ``DATABASES`` entry for a process of ``kind``: PostgreSQL web processes use a pool of
+    at most ``pool["max_size"]`` connections (a request waits up to ``pool["timeout"]`` seconds for
+    one); schedulers and commands keep their persistent per-thread connections. Each process kind
+    names itself in ``pg_stat_activity.application_name`` unless the URL sets one."""
+    if not database["ENGINE"].endswith("postgresql"):
+        return database
+    database = {**database, "OPTIONS": dict(database["OPTIONS"])}
+    database["OPTIONS"].setdefault("application_name", f"jobscheduler-{kind}")
+    if kind == "web":
+        # Django returns the connection to the pool when each request ends (CONN_MAX_AGE=0;
+        # a pool refuses persistent connections); CONN_HEALTH_CHECKS makes the pool check a
+        # connection before lending it, so a database restart costs no failed request.
+        database["OPTIONS"]["pool"] = dict(pool)
+        database["CONN_MAX_AGE"] = 0
+    return database
+
+
+def redis_channel_layer(
+    url: str, *, prefix: str = "jobscheduler", max_connections: int = 50, pool_timeout: float = 20.0
+) -> dict[str, Any]:
     """The ``CHANNEL_LAYERS`` entry for Redis at ``url``; tests building their own layer use it too.
 
     redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's blocking
     BZPOPMIN: an idle receive (a quiet websocket, a scheduler waiting for notifications) then fails
     every ~5 s (django/channels_redis#422). A longer timeout keeps idle reads alive and still
     notices a dead server.
+
+    Each process holds at most ``max_connections`` connections to Redis; a command that finds
+    them all busy (a burst of websockets joining their groups) waits up to ``pool_timeout``
+    seconds for one instead of failing (``jobscheduler.redis_layer``).
     """
     return {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "jobscheduler.redis_layer.WaitingRedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": url, "socket_timeout": 15, "socket_connect_timeout": 5}],
+            "hosts": [
+                {
+                    "address": url,
+                    "socket_timeout": 15,
+                    "socket_connect_timeout": 5,
+                    "max_connections": max_connections,
+                    "timeout": pool_timeout,
+                }
+            ],
             "capacity": 5000,
             "expiry": 30,
             # several deployments (or test runs) can share one Redis under different prefixes

@@ -7,18 +7,22 @@ message naming the variable (see jobscheduler/env.py).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
 from jobscheduler.env import (
+    PoolSize,
+    connections_for_process,
     env_bool,
     env_float,
     env_int,
     env_list,
     env_str,
     parse_database_url,
+    process_kind,
     redis_channel_layer,
 )
 
@@ -85,7 +89,23 @@ TEMPLATES = [
 
 ASGI_APPLICATION = "jobscheduler.asgi.application"
 
-DATABASES = {"default": parse_database_url(env_str("DB_CONNECTION", "sqlite:///jobs.db"), base_dir=BASE_DIR)}
+# Web processes borrow PostgreSQL connections from a bounded pool; the scheduler and commands keep
+# theirs (jobscheduler/env.py: process_kind, connections_for_process; sizing in docs/deployment.md).
+PROCESS_KIND = process_kind(sys.argv)
+DB_POOL: PoolSize = {
+    "min_size": env_int("DB_POOL_MIN_SIZE", 1, minimum=0),
+    "max_size": env_int("DB_POOL_MAX_SIZE", 4, minimum=1),
+    "timeout": env_float("DB_POOL_TIMEOUT", 20.0, minimum=0.1),
+}
+if DB_POOL["min_size"] > DB_POOL["max_size"]:
+    raise ImproperlyConfigured(
+        f"DB_POOL_MIN_SIZE={DB_POOL['min_size']}: expected at most DB_POOL_MAX_SIZE ({DB_POOL['max_size']})"
+    )
+DATABASES = {
+    "default": connections_for_process(
+        parse_database_url(env_str("DB_CONNECTION", "sqlite:///jobs.db"), base_dir=BASE_DIR), PROCESS_KIND, DB_POOL
+    )
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: Redis when REDIS_URL is set (required whenever the scheduler runs in its own
@@ -94,7 +114,14 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r}: expected redis://host:6379/0")
-    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, prefix=env_str("CHANNEL_LAYER_PREFIX", "jobscheduler"))}
+    CHANNEL_LAYERS = {
+        "default": redis_channel_layer(
+            REDIS_URL,
+            prefix=env_str("CHANNEL_LAYER_PREFIX", "jobscheduler"),
+            max_connections=env_int("REDIS_MAX_CONNECTIONS", 50, minimum=1),
+            pool_timeout=env_float("REDIS_POOL_TIMEOUT", 20.0, minimum=0.1),
+        )
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}}}
 
@@ -185,6 +212,10 @@ if SCHEDULER["LOST_AFTER_SECONDS"] < 2 * SCHEDULER["HEARTBEAT_SECONDS"]:
         f"SCHEDULER_LOST_AFTER_SECONDS={SCHEDULER['LOST_AFTER_SECONDS']:g}: expected at least twice "
         f"SCHEDULER_HEARTBEAT_SECONDS ({SCHEDULER['HEARTBEAT_SECONDS']:g} s)"
     )
+
+# Live logs: the most encoded bytes one websocket may have queued and unsent before it is told
+# it fell behind and resumes from the database (scheduler_app/live_hub.py).
+LIVE_LOG_VIEWER_BUFFER = env_int("LIVE_LOG_VIEWER_BUFFER", 1_000_000, minimum=10_000)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

@@ -7,11 +7,9 @@ the request.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -28,7 +26,7 @@ from django.utils.translation import ngettext
 
 from scheduler_app import plugin_host, services
 from scheduler_app.config_forms import ConfigField
-from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
+from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode, alive_condition
 from scheduler_app.plugin_host import PluginLoadError
 
 admin.site.site_header = "jobscheduler"
@@ -355,6 +353,14 @@ class JobAdmin(admin.ModelAdmin):
         url = reverse("admin:scheduler_app_jobrun_changelist") + f"?job__id__exact={obj.pk}"
         return format_html('<ul style="margin-left:0">{}</ul><a href="{}">all runs</a>', rows, url)
 
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        response = super().render_change_form(request, context, *args, **kwargs)
+        # A refused submission is a client error, as on the users' pages (the admin answers 200).
+        form = context.get("adminform") and context["adminform"].form
+        if form is not None and form.is_bound and form.errors:
+            response.status_code = 400
+        return response
+
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         initial = super().get_changeform_initial_data(request)
         initial.pop("plugin", None)  # ?plugin= picks the schema form; it is not a form field
@@ -574,7 +580,12 @@ class JobRunAdmin(ReadOnlyAdmin):
         )
         more = ""
         if obj.log_count > len(lines):
-            more = format_html("<p>Showing the last {} of {} lines.</p>", len(lines), obj.log_count)
+            more = format_html(
+                '<p>Showing the last {} of {} lines; <a href="{}">download the whole log</a>.</p>',
+                len(lines),
+                obj.log_count,
+                reverse("run_log", args=[obj.pk]),
+            )
         return format_html(
             '{}<pre style="max-height:40em;overflow:auto;white-space:pre-wrap">{}</pre>{}', more, body, link
         )
@@ -596,12 +607,10 @@ class AliveFilter(admin.SimpleListFilter):
         return [("yes", "alive"), ("no", "dead or stopped")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[SchedulerNode]) -> QuerySet[SchedulerNode]:
-        cutoff = timezone.now() - timedelta(seconds=settings.SCHEDULER["LOST_AFTER_SECONDS"])
-        alive = Q(stopped_at__isnull=True, last_heartbeat__gte=cutoff)
         if self.value() == "yes":
-            return queryset.filter(alive)
+            return queryset.filter(alive_condition())
         if self.value() == "no":
-            return queryset.exclude(alive)
+            return queryset.exclude(alive_condition())
         return queryset
 
 
@@ -630,7 +639,8 @@ class SchedulerNodeAdmin(ReadOnlyAdmin):
             .annotate(n=Count("id"))
             .values("n")
         )
-        return super().get_queryset(request).annotate(running_now=Coalesce(Subquery(running), Value(0)))
+        nodes: Any = super().get_queryset(request)  # a SchedulerNodeQuerySet
+        return nodes.with_alive().annotate(running_now=Coalesce(Subquery(running), Value(0)))
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Dead nodes pile up after restarts; operators may clear them once they are gone.

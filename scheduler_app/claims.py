@@ -20,10 +20,10 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 
 from scheduler_app import slots
-from scheduler_app.jobtable import JobSpec, preload
+from scheduler_app.jobtable import JobSpec, read_rows, spec_from_row
 from scheduler_app.models import JobRun
 
 CHUNK = 400  # rows per INSERT (11 parameters each; SQLite allows 32,766)
@@ -128,23 +128,9 @@ def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: dat
             won.append(run_id)
     if not won:
         return []
-    claimed = []
-    runs = JobRun.objects.filter(id__in=won).select_related("job__plugin", "job__user").order_by("id")
-    for run in runs:
-        job, plugin = run.job, run.job.plugin
-        spec = JobSpec(
-            id=job.pk,
-            user_id=job.user_id,
-            username=job.user.get_username(),
-            plugin_id=plugin.pk,
-            package=plugin.package,
-            interval=plugin.interval,
-            timeout=job.timeout or plugin.timeout,
-            config=job.config,
-            code_version=plugin.code_version,
-            updated_ms=slots.to_ms(job.updated_at),
-            enabled=plugin.enabled,
-        )
-        preload([(spec.package, spec.code_version)])
-        claimed.append(ManualClaim(run_id=run.pk, slot=run.slot, started_at=now, spec=spec))
-    return claimed
+    runs = list(JobRun.objects.filter(id__in=won).order_by("id").values_list("id", "job_id", "slot"))
+    rows = read_rows(Q(id__in={job_id for _, job_id, _ in runs}))
+    return [
+        ManualClaim(run_id=run_id, slot=slot, started_at=now, spec=spec_from_row(rows[job_id]))
+        for run_id, job_id, slot in runs
+    ]

@@ -21,6 +21,8 @@ What the field does:
 
 - Renders the plugin's Config schema converted for the widget (``jsonform_schema``); the
   widget gets a callable returning a fresh copy, so no form instance can mutate another's.
+- Parses the submitted text with ``config_input.parse_config_text`` (deep nesting, huge
+  integers, NaN give a field error, not a server error).
 - Validates on the server with Pydantic through ``services.validate_config`` (the same rule as
   every other path); errors are shown on the matching inputs through the widget's
   ``error_map`` and listed above the widget; a load error of the plugin's code refuses saving.
@@ -39,14 +41,14 @@ Pages outside the admin must put ``{{ form.media }}`` in the page, and should de
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 from django_jsonform.forms.fields import JSONFormField
 
-from scheduler_app import jsonform_schema, plugin_host
+from scheduler_app import config_input, jsonform_schema, plugin_host
 from scheduler_app.models import Plugin
 from scheduler_app.plugin_host import ConfigValidationError, PluginLoadError
 
@@ -54,13 +56,25 @@ __all__ = ["ConfigField", "form_schema", "initial_config"]
 
 
 def form_schema(plugin: Plugin | str) -> dict[str, Any]:
-    """The converted (widget-ready) schema of a plugin; raises PluginLoadError."""
+    """The converted (widget-ready) schema of a plugin, a copy the caller may change; raises
+    PluginLoadError."""
     if isinstance(plugin, str):
         loaded = plugin_host.get_plugin(plugin)
     else:
         # With the code version, a web process that missed a reload picks the new code up here.
         loaded = plugin_host.get_plugin(plugin.package, plugin.code_version)
-    return jsonform_schema.to_jsonform_schema(loaded.schema(), getattr(loaded.instance, "Config", None))
+    cached = _converted.get(loaded.package)
+    if cached is None or cached[0] is not loaded:
+        schema = jsonform_schema.to_jsonform_schema(loaded.schema(), getattr(loaded.instance, "Config", None))
+        cached = _converted[loaded.package] = (loaded, schema)
+    return copy.deepcopy(cached[1])
+
+
+#: The converted schema of each plugin's loaded code, with the ``LoadedPlugin`` it came from.
+#: Building it (``model_json_schema`` and the conversion) cost ~1 ms per form, and the plugin
+#: page renders one form per configuration; a copy costs a tenth of that. A reload loads the
+#: code into a new ``LoadedPlugin``, so new code never gets the old schema.
+_converted: dict[str, tuple[plugin_host.LoadedPlugin, dict[str, Any]]] = {}
 
 
 def initial_config(plugin: Plugin, stored: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -133,14 +147,36 @@ class ConfigField(JSONFormField):
         """What goes to the browser: secrets blanked, whatever the value came from."""
         if isinstance(value, dict):
             value = jsonform_schema.mask_secrets(self.schema, value)
-        elif isinstance(value, str) and not self.load_error:
+        elif isinstance(value, str) and not isinstance(value, InvalidJSONInput) and not self.load_error:
             try:
-                parsed = json.loads(value)
-            except ValueError:
+                parsed = config_input.parse_config_text(value)
+            except ConfigValidationError:
                 parsed = None
             if isinstance(parsed, dict):
                 value = jsonform_schema.mask_secrets(self.schema, parsed)
         return super().prepare_value(value)
+
+    def to_python(self, value: Any) -> Any:
+        """Parse the submitted text with the config rules' parser (never a 500 on hostile JSON)."""
+        if self.disabled or not isinstance(value, str) or value in self.empty_values:
+            return super().to_python(value)
+        try:
+            return config_input.parse_config_text(value)
+        except ConfigValidationError as exc:
+            raise ValidationError([e.message for e in exc.errors], code="invalid") from exc
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        """What a re-rendered form shows: the parsed input, or the text as typed if it cannot be
+        stored (Django's own json.loads would raise on deep or huge input, and a lone surrogate
+        parsed from ``\\ud800`` cannot be encoded into the page)."""
+        if self.disabled or not isinstance(data, str):
+            return super().bound_data(data, initial)
+        try:
+            parsed = config_input.parse_config_text(data)
+            config_input.check_storable(parsed)
+        except ConfigValidationError:
+            return InvalidJSONInput(data)
+        return parsed
 
     def validate(self, value: Any) -> None:
         # Only Django's own checks: django-jsonform's validator rejects nulls and demands
@@ -169,7 +205,7 @@ class ConfigField(JSONFormField):
     def has_changed(self, initial: Any, data: Any) -> bool:
         try:
             return super().has_changed(initial, data)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError, ValidationError):
             return True
 
 

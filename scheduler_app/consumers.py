@@ -1,43 +1,47 @@
 """The live log websocket: ``/ws/logs/<plugin_id>/<user_id>/``.
 
+Thin on purpose: authenticate, authorise, subscribe, relay. The fan-out (one subscription per
+stream and process, shared encoding, per-socket bounded queues, gap repair) is ``live_hub.py``.
+
 Order on connect matters:
-1. authenticate and authorise (the owner or staff) *before* joining any group; a refused
-   socket is accepted only to be closed at once with a code the browser can show
+1. authenticate and authorise (``access.can_view``: the owner, or a user allowed to read all)
+   *before* joining any group; a refused socket is accepted only to be closed at once with a code the browser can show
    (4401 not logged in, 4403 not allowed, 4404 no such plugin), so it stops retrying;
-2. join the group, *then* read the backlog from the database: a line persisted in between is
-   both replayed and relayed, and the duplicate is dropped here by id, so there is no gap;
+2. join the stream's feed, *then* read the backlog from the database: a line persisted in
+   between is both replayed and relayed, and the viewer drops the duplicate by id, so there
+   is no gap;
 3. relay ``log.lines`` and ``run.status`` group messages (shapes in ``streams.py``).
 
 Messages to the browser: ``{"type": "hello", "jobs": {id: label}, "runs": [...]}``,
-``{"type": "lines", "lines": [...], "replay": bool}`` and ``{"type": "run", "run": {...}}``.
-Query parameters: ``after=<LogLine id>`` resumes after the last line seen;
+``{"type": "lines", "lines": [...], "replay": bool}``, ``{"type": "run", "run": {...}}`` and
+``{"type": "behind"}`` (then close code 4429: this socket fell too far behind; reconnect with
+``after=``). Query parameters: ``after=<LogLine id>`` resumes after the last line seen;
 ``run=<JobRun id>`` narrows the view to one run.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.conf import settings
 
-from scheduler_app import selectors, streams
+from scheduler_app import access, live_hub, selectors, socket_flow, streams
+from scheduler_app.live_hub import CLOSE_FELL_BEHIND as CLOSE_FELL_BEHIND
 from scheduler_app.models import Plugin
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
-#: Replayed ids remembered to drop their live duplicates; the newest ones are the only candidates.
-_DEDUP_WINDOW = 2000
-#: A replayed line's live copy arrives within this many seconds of the replay (publishing is immediate).
-_DEDUP_SECONDS = 30.0
-#: Runs whose last line number a socket remembers (for gap repair), and the most lines one repair fetches.
-_TRACKED_RUNS = 1000
+#: The most lines one gap repair fetches.
 _GAP_MAX = 5000
+#: The most stored lines one reconnect replays (in chunks of selectors.REPLAY_MAX).
+CATCH_UP_MAX = 100_000
+#: The ASGI scope extension through which the server reports a socket's send buffer (socket_flow.py).
+WRITE_FLOW_EXTENSION = socket_flow.EXTENSION
 
 
 def _int_param(query: dict[str, list[str]], name: str) -> int | None:
@@ -51,27 +55,9 @@ def _int_param(query: dict[str, list[str]], name: str) -> int | None:
     return value if value >= 0 else None
 
 
-# Every browser watching a stream gets the same batch: encode it once per process, not once
-# per socket (20 sockets on one stream made JSON encoding the web process's biggest cost).
-_ENCODED: OrderedDict[tuple[str, int, int, int], str] = OrderedDict()
-_ENCODED_MAX = 256
-
-
-def _encoded_live(group: str, lines: list[dict[str, Any]]) -> str:
-    key = (group, lines[0]["id"], lines[-1]["id"], len(lines))
-    text = _ENCODED.get(key)
-    if text is None:
-        text = json.dumps({"type": "lines", "lines": lines, "replay": False})
-        _ENCODED[key] = text
-        if len(_ENCODED) > _ENCODED_MAX:
-            _ENCODED.popitem(last=False)
-    return text
-
-
 def _layer_notice(layer: Any) -> str:
     """Why live lines cannot arrive, if the configuration makes that certain; else ``""``."""
     from channels.layers import InMemoryChannelLayer
-    from django.conf import settings
 
     if isinstance(layer, InMemoryChannelLayer) and not settings.SCHEDULER["EMBEDDED"]:
         # The scheduler runs in another process and the in-memory layer never leaves this one.
@@ -88,6 +74,17 @@ def _missing_lines(gaps: list[tuple[int, int, int]], floor: int) -> list[dict[st
 
 
 @database_sync_to_async
+def _may_view(user: Any, owner_id: int) -> bool:
+    # A thread: checking a permission may read the user's groups from the database.
+    return access.can_view(user, owner_id)
+
+
+@database_sync_to_async
+def _replay_after(plugin_id: int, user_id: int, after: int, run_id: int | None) -> list[dict[str, Any]]:
+    return selectors.replay_lines(plugin_id, user_id, after=after, run_id=run_id)
+
+
+@database_sync_to_async
 def _plugin_exists(plugin_id: int) -> bool:
     return Plugin.objects.filter(pk=plugin_id).exists()
 
@@ -100,17 +97,20 @@ def _backlog(plugin_id: int, user_id: int, after: int | None, run_id: int | None
 
 
 class LogConsumer(AsyncJsonWebsocketConsumer):
+    # No channel of its own: one more channel-layer reader per socket would cost a Redis round
+    # trip per message; live frames come through the process's feed (live_hub) instead.
+    channel_layer_alias = None  # type: ignore[assignment]
     group: str | None = None
+    viewer: live_hub.Viewer | None = None
 
     async def connect(self) -> None:
-        self.group = None
         kwargs = self.scope["url_route"]["kwargs"]
         plugin_id, user_id = int(kwargs["plugin_id"]), int(kwargs["user_id"])
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self._refuse(CLOSE_UNAUTHENTICATED)
             return
-        if user.pk != user_id and not user.is_staff:
+        if not await _may_view(user, user_id):
             await self._refuse(CLOSE_FORBIDDEN)
             return
         if not await _plugin_exists(plugin_id):
@@ -119,26 +119,41 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
 
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         after = _int_param(query, "after")
-        self.run_filter = _int_param(query, "run")
+        run_filter = _int_param(query, "run")
 
+        self.viewer = live_hub.Viewer(
+            self._send_text,
+            self._close_with,
+            fetch_missing=_missing_lines,
+            run_filter=run_filter,
+            flow=self.scope.get("extensions", {}).get(WRITE_FLOW_EXTENSION),
+            max_queued_bytes=settings.LIVE_LOG_VIEWER_BUFFER,
+        )
         self.group = streams.log_group_name(plugin_id, user_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await live_hub.hub_for(get_channel_layer()).join(self.group, self.viewer)
         await self.accept()
-        # Group messages queue up while this handler runs (Channels dispatches one at a time),
-        # so everything relayed later comes after the backlog.
-        context, lines = await _backlog(plugin_id, user_id, after, self.run_filter)
-        self.replayed = {line["id"] for line in lines[-_DEDUP_WINDOW:]}
-        self.dedupe_until = time.monotonic() + _DEDUP_SECONDS
-        # Gap repair: the highest line number sent per run, and the id below which lines are
-        # history this view deliberately does not show.
-        self.floor = after if after is not None else (lines[0]["id"] - 1 if lines else 0)
-        self.last_seq: dict[int, int] = {}
-        self._note_sent(lines)
+        # Live frames queue in the viewer until start(), so everything relayed comes after the backlog.
+        context, lines = await _backlog(plugin_id, user_id, after, run_filter)
         hello = {"type": "hello", "jobs": context["jobs"], "runs": context["runs"]}
-        notice = _layer_notice(self.channel_layer)
+        notice = _layer_notice(get_channel_layer())
         if notice:
             hello["notice"] = notice
         await self.send_json(hello)
+        floor = after if after is not None else (lines[0]["id"] - 1 if lines else 0)
+        await self._replay(lines)
+        # A resume that found a full chunk catches up in further chunks (a socket that fell far
+        # behind), each sent once the previous one has left the server's buffer.
+        sent = len(lines)
+        while after is not None and len(lines) == selectors.REPLAY_MAX and sent < CATCH_UP_MAX:
+            await self.viewer.writable()
+            lines = await _replay_after(plugin_id, user_id, lines[-1]["id"], run_filter)
+            await self._replay(lines)
+            sent += len(lines)
+        self.viewer.start(floor)
+
+    async def _replay(self, lines: list[dict[str, Any]]) -> None:
+        assert self.viewer is not None
+        self.viewer.note_replay(lines)
         await self.send_json({"type": "lines", "lines": lines, "replay": True})
 
     async def _refuse(self, code: int) -> None:
@@ -146,54 +161,15 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         await self.close(code=code)
 
+    async def _send_text(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    async def _close_with(self, code: int) -> None:
+        await self.close(code=code)
+
     async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.group is not None and self.viewer is not None:
+            await live_hub.hub_for(get_channel_layer()).leave(self.group, self.viewer)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """The browser has nothing to say; ignore whatever it sends."""
-
-    async def log_lines(self, event: dict[str, Any]) -> None:
-        lines = event.get("lines", [])
-        if self.replayed:
-            if time.monotonic() < self.dedupe_until:
-                lines = [line for line in lines if line["id"] not in self.replayed]
-            else:  # anything replayed has long been published: stop checking every line
-                self.replayed = set()
-        if self.run_filter is not None:
-            lines = [line for line in lines if line["run"] == self.run_filter]
-        if not lines:
-            return
-        gaps = self._note_sent(lines)
-        if gaps:
-            # The publisher dropped a batch (Redis outage, overflow): the lines are stored, so
-            # fetch them rather than show a log with a hole in it.
-            missing = await _missing_lines(gaps, self.floor)
-            await self.send_json({"type": "lines", "lines": missing + lines, "replay": False})
-        elif len(lines) == len(event.get("lines", ())):
-            await self.send(text_data=_encoded_live(self.group or "", lines))
-        else:
-            await self.send_json({"type": "lines", "lines": lines, "replay": False})
-
-    def _note_sent(self, lines: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
-        """Record the lines as sent; return the gaps ``(run, first missing seq, next seq)`` before them."""
-        gaps = []
-        last_seq = self.last_seq
-        for line in lines:
-            run, seq = line["run"], line["seq"]
-            last = last_seq.get(run)
-            expected = 1 if last is None else last + 1
-            if seq > expected:
-                gaps.append((run, expected, seq))
-            if last is None or seq > last:
-                last_seq[run] = seq
-        if len(last_seq) > _TRACKED_RUNS:
-            for run in sorted(last_seq)[: len(last_seq) - _TRACKED_RUNS]:
-                del last_seq[run]
-        return gaps
-
-    async def run_status(self, event: dict[str, Any]) -> None:
-        run = event.get("run") or {}
-        if self.run_filter is not None and run.get("id") != self.run_filter:
-            return
-        await self.send_json({"type": "run", "run": run})

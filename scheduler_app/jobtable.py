@@ -22,7 +22,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from scheduler_app import plugin_host, slots
+from scheduler_app import slots
 from scheduler_app.models import Job
 
 log = logging.getLogger("scheduler_app.engine")
@@ -58,10 +58,6 @@ class Diff:
     deleted: list[int] = field(default_factory=list)
     #: package -> code_version for packages whose version changed
     reloaded: dict[str, int] = field(default_factory=dict)
-    total: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.upserted or self.removed or self.reloaded)
 
 
 _FIELDS = (
@@ -71,8 +67,7 @@ _FIELDS = (
     "plugin_id",
     "plugin__package",
     "plugin__interval",
-    "timeout",
-    "plugin__timeout",
+    "effective_timeout_seconds",
     "config_text",
     "plugin__code_version",
     "updated_at",
@@ -88,7 +83,13 @@ def read_rows(where: Q) -> dict[int, tuple[Any, ...]]:
     shares the GIL with the event loop. Rows are compared as they come; only changed ones are
     decoded (``spec_from_row``).
     """
-    query = Job.objects.filter(where).annotate(config_text=Cast("config", TextField())).values_list(*_FIELDS).order_by()
+    query = (
+        Job.objects.with_effective_timeout()
+        .filter(where)
+        .annotate(config_text=Cast("config", TextField()))
+        .values_list(*_FIELDS)
+        .order_by()
+    )
     sql, params = query.query.sql_with_params()
     rows: dict[int, tuple[Any, ...]] = {}
     with connection.cursor() as cursor:
@@ -101,8 +102,9 @@ def read_rows(where: Q) -> dict[int, tuple[Any, ...]]:
 
 
 def spec_from_row(row: tuple[Any, ...]) -> JobSpec:
-    (job_id, user_id, username, plugin_id, package, interval, timeout, plugin_timeout, config, version,
-     updated_at, enabled) = row  # fmt: skip
+    """The one way a ``JobSpec`` is made: from a ``read_rows`` row."""
+    (job_id, user_id, username, plugin_id, package, interval, timeout, config, version, updated_at,
+     enabled) = row  # fmt: skip
     if isinstance(updated_at, str):
         updated_at = parse_datetime(updated_at)
     if updated_at is not None and timezone.is_naive(updated_at):
@@ -114,16 +116,12 @@ def spec_from_row(row: tuple[Any, ...]) -> JobSpec:
         plugin_id=plugin_id,
         package=package,
         interval=interval,
-        timeout=timeout or plugin_timeout,
+        timeout=timeout,
         config=json.loads(config) if isinstance(config, str | bytes) else config,
         code_version=version,
         updated_ms=slots.to_ms(updated_at) if updated_at is not None else 0,
         enabled=bool(enabled),
     )
-
-
-def read_specs(where: Q) -> dict[int, JobSpec]:
-    return {job_id: spec_from_row(row) for job_id, row in read_rows(where).items()}
 
 
 SCHEDULED = Q(active=True, plugin__enabled=True)
@@ -178,18 +176,4 @@ class JobTable:
             elif known != spec.code_version:
                 self.code_versions[spec.package] = spec.code_version
                 diff.reloaded[spec.package] = spec.code_version
-        diff.total = len(self.specs)
-        preload({(spec.package, spec.code_version) for spec in diff.upserted})
         return diff
-
-
-def preload(packages: Iterable[tuple[str, int]]) -> None:
-    """Import plugins here (a background thread), so a run never imports on the event loop.
-
-    A plugin that fails to load is left alone: its runs record the error.
-    """
-    for package, code_version in packages:
-        try:
-            plugin_host.get_plugin(package, code_version)
-        except Exception:
-            pass

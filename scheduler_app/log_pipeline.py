@@ -157,8 +157,7 @@ class Publisher:
         for group, lines in by_group.items():
             messages.append((group, {"type": "log.lines", "lines": lines}))
         for finish in batch.finishes:
-            if finish.record is not None:
-                messages.append(status_message(finish.record))
+            messages.append(status_message(finish.run))
         if messages:
             self.loop.call_soon_threadsafe(self.enqueue, messages)
 
@@ -174,7 +173,7 @@ class Publisher:
             self.dropped += overflow
         self._wake.set()
 
-    def publish_status(self, record: Any) -> None:
+    def publish_status(self, record: streams.RunSnapshot) -> None:
         if self.layer is not None:
             self.enqueue([status_message(record)])
 
@@ -227,7 +226,7 @@ class Publisher:
             self.sent += 1
 
 
-def status_message(record: Any) -> tuple[str, dict[str, Any]]:
+def status_message(record: streams.RunSnapshot) -> tuple[str, dict[str, Any]]:
     return (
         streams.log_group_name(record.plugin_id, record.user_id),
         {"type": "run.status", "run": streams.run_payload(record)},

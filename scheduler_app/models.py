@@ -6,11 +6,12 @@ Invariants live in the database (constraints), so no path -- form, admin, shell,
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import ExpressionWrapper, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 
@@ -57,6 +58,15 @@ class Plugin(models.Model):
         return parts[-3] if len(parts) >= 3 else self.package
 
 
+class JobQuerySet(models.QuerySet["Job"]):
+    def with_effective_timeout(self) -> JobQuerySet:
+        """Annotate ``effective_timeout_seconds``: the job's timeout, else its plugin's default.
+
+        The one statement of that rule: the engine reads it in bulk, ``Job.effective_timeout``
+        reads it for one job."""
+        return self.annotate(effective_timeout_seconds=Coalesce("timeout", "plugin__timeout"))
+
+
 class Job(models.Model):
     """One saved configuration of a plugin, owned by a user; at most one active per (user, plugin)."""
 
@@ -72,6 +82,8 @@ class Job(models.Model):
     )
     created_at = models.DateTimeField("created", auto_now_add=True)
     updated_at = models.DateTimeField("updated", auto_now=True)
+
+    objects = JobQuerySet.as_manager()
 
     class Meta:
         ordering = ["plugin_id", "-active", "id"]
@@ -92,7 +104,13 @@ class Job(models.Model):
 
     @property
     def effective_timeout(self) -> int:
-        return self.timeout or self.plugin.timeout
+        """Seconds a run may take (``JobQuerySet.with_effective_timeout`` says how)."""
+        if self.pk is None:
+            raise ValueError("an unsaved job has no effective timeout yet")
+        seconds: int = (
+            Job.objects.with_effective_timeout().values_list("effective_timeout_seconds", flat=True).get(pk=self.pk)
+        )
+        return seconds
 
 
 class JobRun(models.Model):
@@ -173,6 +191,28 @@ class LogLine(models.Model):
         return logging.getLevelName(self.level)
 
 
+def alive_condition(now: datetime | None = None, lost_after_seconds: float | None = None) -> Q:
+    """Whether a node is alive: not stopped, and a heartbeat within ``LOST_AFTER_SECONDS``.
+
+    The one statement of the rule; the queryset methods, the admin and the lost-run sweep use it."""
+    if lost_after_seconds is None:
+        lost_after_seconds = float(settings.SCHEDULER["LOST_AFTER_SECONDS"])
+    cutoff = (now or timezone.now()) - timedelta(seconds=lost_after_seconds)
+    return Q(stopped_at__isnull=True, lost_at__isnull=True, last_heartbeat__gte=cutoff)
+
+
+class SchedulerNodeQuerySet(models.QuerySet["SchedulerNode"]):
+    def alive(self, now: datetime | None = None, lost_after_seconds: float | None = None) -> SchedulerNodeQuerySet:
+        return self.filter(alive_condition(now, lost_after_seconds))
+
+    def dead(self, now: datetime | None = None, lost_after_seconds: float | None = None) -> SchedulerNodeQuerySet:
+        return self.exclude(alive_condition(now, lost_after_seconds))
+
+    def with_alive(self, now: datetime | None = None) -> SchedulerNodeQuerySet:
+        """Annotate ``alive_now`` (a boolean) for lists that show it per node."""
+        return self.annotate(alive_now=ExpressionWrapper(alive_condition(now), output_field=models.BooleanField()))
+
+
 class SchedulerNode(models.Model):
     """A ``runscheduler`` process; its heartbeat says whether it is alive."""
 
@@ -193,6 +233,8 @@ class SchedulerNode(models.Model):
     running_runs = models.PositiveIntegerField("running runs", default=0, editable=False)
     scheduled_jobs = models.PositiveIntegerField("scheduled jobs", default=0, editable=False)
 
+    objects = SchedulerNodeQuerySet.as_manager()
+
     class Meta:
         ordering = ["-last_heartbeat"]
         indexes = [models.Index(fields=["last_heartbeat"], name="node_heartbeat_idx")]
@@ -202,7 +244,12 @@ class SchedulerNode(models.Model):
 
     @property
     def is_alive(self) -> bool:
-        if self.stopped_at is not None or self.lost_at is not None:
-            return False
-        limit = settings.SCHEDULER["LOST_AFTER_SECONDS"]
-        return (timezone.now() - self.last_heartbeat).total_seconds() < limit
+        """``alive_condition`` checked against this object's fields (they may be unsaved)."""
+        annotated = getattr(self, "alive_now", None)
+        if annotated is not None:
+            return bool(annotated)
+        fields = {
+            name: Value(getattr(self, name), models.DateTimeField())
+            for name in ("stopped_at", "lost_at", "last_heartbeat")
+        }
+        return alive_condition().check(fields)

@@ -30,6 +30,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from scheduler_app.models import JobRun, SchedulerNode
+from scheduler_app.streams import RunSnapshot
 
 
 def make_node_name(configured: str = "") -> str:
@@ -99,26 +100,7 @@ def mark_stopped(name: str, now: datetime) -> None:
     SchedulerNode.objects.filter(name=name).update(stopped_at=now, last_heartbeat=now, running_runs=0)
 
 
-@dataclass(frozen=True, slots=True)
-class LostRun:
-    id: int
-    job_id: int
-    plugin_id: int
-    user_id: int
-    node: str
-    trigger: str
-    slot: datetime
-    started_at: datetime | None
-    finished_at: datetime
-    status: str
-    error: str
-
-    @property
-    def pk(self) -> int:
-        return self.id
-
-
-def mark_lost_runs(me: str, now: datetime, lost_after_seconds: float) -> list[LostRun]:
+def mark_lost_runs(me: str, now: datetime, lost_after_seconds: float) -> list[RunSnapshot]:
     """Declare silent nodes lost and mark ``lost`` the running runs of lost, stopped or unknown
     nodes; return those runs (for publishing)."""
     with transaction.atomic():
@@ -126,7 +108,7 @@ def mark_lost_runs(me: str, now: datetime, lost_after_seconds: float) -> list[Lo
         return _mark_runs_of_dead_nodes(me, now, lost_after_seconds)
 
 
-def _mark_runs_of_dead_nodes(me: str, now: datetime, lost_after_seconds: float) -> list[LostRun]:
+def _mark_runs_of_dead_nodes(me: str, now: datetime, lost_after_seconds: float) -> list[RunSnapshot]:
     cutoff = now - timedelta(seconds=lost_after_seconds)
     # A node that stopped cleanly keeps its runs for LOST_AFTER_SECONDS (its stop sets its last
     # heartbeat): its last finishes may still be on their way to the database.
@@ -143,7 +125,7 @@ def _mark_runs_of_dead_nodes(me: str, now: datetime, lost_after_seconds: float) 
     rows = list(stale[:1000])
     if not rows:
         return []
-    lost: list[LostRun] = []
+    lost: list[RunSnapshot] = []
     with transaction.atomic():
         nodes = {r[4] for r in rows}
         seen = {n.name: n for n in SchedulerNode.objects.filter(name__in=nodes)}
@@ -166,18 +148,18 @@ def _mark_runs_of_dead_nodes(me: str, now: datetime, lost_after_seconds: float) 
                 status=JobRun.Status.LOST, finished_at=now, error=error
             ):
                 lost.append(
-                    LostRun(
-                        run_id,
-                        job_id,
-                        plugin_id,
-                        user_id,
-                        node,
-                        trigger,
-                        slot,
-                        started_at,
-                        now,
-                        JobRun.Status.LOST.value,
-                        error,
+                    RunSnapshot(
+                        id=run_id,
+                        job_id=job_id,
+                        plugin_id=plugin_id,
+                        user_id=user_id,
+                        trigger=trigger,
+                        slot=slot,
+                        node=node,
+                        status=JobRun.Status.LOST.value,
+                        started_at=started_at,
+                        finished_at=now,
+                        error=error,
                     )
                 )
     return lost

@@ -43,7 +43,7 @@ import re
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,13 @@ class ConfigValidationError(Exception):
         return cls([FieldError(tuple(err["loc"]), err["msg"]) for err in exc.errors()])
 
 
+def require_object(raw: Any) -> dict[str, Any]:
+    """A configuration is a JSON object before any plugin sees it (raises ConfigValidationError)."""
+    if not isinstance(raw, dict):
+        raise ConfigValidationError([FieldError((), "The configuration must be a JSON object.")])
+    return raw
+
+
 @dataclass
 class LoadedPlugin:
     """A plugin class that loaded: its manager and the instance behind it."""
@@ -121,8 +128,7 @@ class LoadedPlugin:
 
     def validate(self, raw: dict[str, Any]) -> BaseModel:
         """Validate ``raw`` through the plugin's ``config`` hook (raises ConfigValidationError)."""
-        if not isinstance(raw, dict):
-            raise ConfigValidationError([FieldError((), "The configuration must be a JSON object.")])
+        require_object(raw)
         try:
             model = self.manager.hook.config(raw=raw)
         except ValidationError as exc:
@@ -504,7 +510,6 @@ class _Candidate:
     version: str
     source: str
     error: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _folder_candidates(base: Path, prefix: str, source: str) -> list[_Candidate]:

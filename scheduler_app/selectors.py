@@ -7,6 +7,7 @@ history pages use keyset pagination instead of OFFSET and a full COUNT(*).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,10 @@ REPLAY_RECENT = 300
 REPLAY_MAX = 5000
 #: The replay looks at this many of the newest runs; a resume cursor older than their lines starts at them.
 REPLAY_RUNS = 100
+#: The run page shows this many lines of a log at once (the tail, then earlier pages on request).
+LOG_PAGE = 500
+#: Lines per database read of a log download.
+LOG_TEXT_CHUNK = 2000
 #: Run history: rows per page and how far the "how many runs" count goes before it says "more than".
 HISTORY_PAGE = 50
 HISTORY_COUNT_CAP = 10_000
@@ -82,10 +87,6 @@ class PluginRow:
     plugin: Plugin
     jobs: list[JobRow] = field(default_factory=list)
     url: str = ""
-
-    @property
-    def active_job(self) -> JobRow | None:
-        return next((j for j in self.jobs if j.active), None)
 
 
 def dashboard(user: Any) -> list[PluginRow]:
@@ -149,10 +150,36 @@ def run_history(job: Job, cursor: str | None = None, page_size: int = HISTORY_PA
     )
 
 
-def run_lines(run: JobRun, limit: int = 20_000) -> tuple[list[LogLine], bool]:
-    """The log of one run in order, and whether it was cut at ``limit``."""
-    lines = list(LogLine.objects.filter(run=run).order_by("seq")[: limit + 1])
-    return lines[:limit], len(lines) > limit
+def run_log_page(
+    run: JobRun, before_seq: int | None = None, limit: int = LOG_PAGE
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to ``limit`` lines of one run just before line ``before_seq`` (the tail without it),
+    oldest first as ``streams.line_payload`` dicts (the live lines' shape), and whether
+    earlier lines exist. One query on the (run, seq) index, whatever the log's length."""
+    lines = LogLine.objects.filter(run_id=run.pk)
+    if before_seq is not None:
+        lines = lines.filter(seq__lt=before_seq)
+    rows = list(lines.order_by("-seq").values("id", "seq", "created_at", "level", "message")[: limit + 1])
+    earlier = len(rows) > limit
+    rows = rows[:limit]
+    rows.reverse()
+    return [streams.line_payload(run_id=run.pk, job_id=run.job_id, **row) for row in rows], earlier
+
+
+def log_text_chunk(run_id: int, after_seq: int, limit: int = LOG_TEXT_CHUNK) -> tuple[str, int | None]:
+    """Plain text of up to ``limit`` lines of a run after line ``after_seq``, and the sequence
+    number to continue after (None at the end). The download streams these, so memory stays
+    flat for a log of any length."""
+    rows = list(
+        LogLine.objects.filter(run_id=run_id, seq__gt=after_seq)
+        .order_by("seq")
+        .values_list("seq", "created_at", "level", "message")[:limit]
+    )
+    text = "".join(
+        f"{created_at.isoformat(timespec='milliseconds')} {logging.getLevelName(level):<8} {message}\n"
+        for _, created_at, level, message in rows
+    )
+    return text, (rows[-1][0] if len(rows) == limit else None)
 
 
 def replay_lines(
@@ -224,9 +251,13 @@ def stream_context(plugin_id: int, user_id: int) -> dict[str, Any]:
         str(pk): (desc or f"job {pk}")
         for pk, desc in Job.objects.filter(user_id=user_id, plugin_id=plugin_id).values_list("id", "description")
     }
-    live = JobRun.objects.filter(
-        job__user_id=user_id,
-        job__plugin_id=plugin_id,
-        status__in=[JobRun.Status.QUEUED, JobRun.Status.RUNNING],
-    ).order_by("-id")[:20]
-    return {"jobs": jobs, "runs": [streams.run_payload(r) for r in live]}
+    live = (
+        JobRun.objects.filter(
+            job__user_id=user_id,
+            job__plugin_id=plugin_id,
+            status__in=[JobRun.Status.QUEUED, JobRun.Status.RUNNING],
+        )
+        .select_related("job")
+        .order_by("-id")[:20]
+    )
+    return {"jobs": jobs, "runs": [streams.run_payload(streams.RunSnapshot.of(r)) for r in live]}

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from scheduler_app import notify, plugin_host
+from scheduler_app import config_input, notify, plugin_host
 from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import ConfigValidationError, FieldError, PluginLoadError
 
@@ -44,15 +44,22 @@ class JobRuleError(Exception):
 def validate_config(plugin: Plugin, raw: Any) -> dict[str, Any]:
     """Return ``raw`` validated and normalised by the plugin's Config, or raise.
 
+    ``config_input.check_storable`` comes first: JSON no database can store (NUL, lone
+    surrogates, NaN, huge integers, deep nesting) is refused with a field error on every path.
+
     A plugin whose code does not load cannot validate anything, so saving is refused with
     the load error rather than storing an unchecked config.
     """
-    if not isinstance(raw, dict):
-        raise ConfigValidationError([FieldError((), "The configuration must be a JSON object.")])
+    plugin_host.require_object(raw)  # before the code loads: a shape error needs no plugin
+    # What any database can store, before the plugin's model walks it (depth, NUL, surrogates...).
+    config_input.check_storable(raw)
     try:
-        return plugin_host.validate_config(plugin.package, raw, plugin.code_version)
+        clean = plugin_host.validate_config(plugin.package, raw, plugin.code_version)
     except PluginLoadError as exc:
         raise ConfigValidationError([FieldError((), f"the plugin's code does not load: {exc}")]) from exc
+    # Again on the result: a model may turn valid input into something unstorable ("nan" -> NaN).
+    config_input.check_storable(clean)
+    return clean
 
 
 def create_job(

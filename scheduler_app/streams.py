@@ -14,8 +14,12 @@ primary key, the cursor a reconnecting browser resumes from.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scheduler_app.models import JobRun
 
 CONTROL_GROUP = "scheduler.control"
 
@@ -38,10 +42,48 @@ def line_payload(
     }
 
 
-def run_payload(run: Any) -> dict[str, Any]:
-    """The run fields a live page shows (``run`` is a JobRun)."""
+@dataclass(slots=True)
+class RunSnapshot:
+    """A run as the engine and live pages see it: the one shape of a run outside the ORM.
+
+    The engine makes one when it claims a run and updates it as the run ends; lost runs and
+    stored rows (``RunSnapshot.of``) take the same shape, so ``run_payload`` has one input.
+    """
+
+    id: int
+    job_id: int
+    plugin_id: int
+    user_id: int
+    trigger: str
+    slot: datetime
+    node: str
+    status: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str = ""
+
+    @classmethod
+    def of(cls, run: JobRun) -> RunSnapshot:
+        """The snapshot of a stored run (select_related("job") avoids a query per run)."""
+        return cls(
+            id=run.pk,
+            job_id=run.job_id,
+            plugin_id=run.job.plugin_id,
+            user_id=run.job.user_id,
+            trigger=run.trigger,
+            slot=run.slot,
+            node=run.node,
+            status=run.status,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            error=run.error,
+        )
+
+
+def run_payload(run: RunSnapshot) -> dict[str, Any]:
+    """The run fields a live page shows."""
     return {
-        "id": run.pk,
+        "id": run.id,
         "job": run.job_id,
         "status": run.status,
         "trigger": run.trigger,

@@ -28,10 +28,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from scheduler_app import plugin_host
 from scheduler_app.contract import RunContext
+from scheduler_app.engine.supervisor import (
+    CANCELLED,
+    SUCCEEDED,
+    TIMED_OUT,
+    Outcome,
+    SupervisedRun,
+    Supervisor,
+    utcnow,
+)
+from scheduler_app.streams import RunSnapshot
+from scheduler_app.writer import RunFinish
 
 __all__ = ["LogRecordLine", "PluginRunResult", "arun_plugin", "load", "run_plugin"]
+
+#: After a cancel request, how long a run may take to stop before its task is cancelled.
+CANCEL_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,9 @@ async def arun_plugin(
 ) -> PluginRunResult:
     """Run the plugin once in the running event loop; see the module docstring.
 
+    The run goes through the scheduler's own supervisor (``engine.supervisor``): the same
+    timeout, cancellation and fault handling as a scheduled run.
+
     :param timeout: seconds after which the run is cancelled (``timed_out`` is set).
     :param cancel: an event that asks the run to stop (as the scheduler does on shutdown):
         the context's ``cancelled`` is set, and after a grace of 5 seconds the task is cancelled.
@@ -116,44 +135,64 @@ async def arun_plugin(
     :param context: extra :class:`RunContext` fields (``username``, ``job_id``, ``extra``...).
     """
     loaded = load(package_or_class)
-    model = loaded.validate(dict(config or {}))
+    model = loaded.validate(config if config is not None else {})
     logger = logging.Logger(f"plugin.{loaded.package}", logging.DEBUG)
     collector = _Collector(on_record)
     logger.addHandler(collector)
     run_context = RunContext(logger=logger, package=loaded.package, **context)
-    result = PluginRunResult(records=collector.records)
-    task = asyncio.ensure_future(loaded.run(model, run_context))
-    watchers = []
-    if cancel is not None:
-        watchers.append(asyncio.ensure_future(_stop_on(cancel, run_context, task, result)))
+
+    async def prepare() -> tuple[plugin_host.LoadedPlugin, BaseModel]:
+        return loaded, model
+
+    supervisor = Supervisor(_NoRecords(), log_outcome=False)
+    snapshot = RunSnapshot(
+        id=run_context.run_id or 0,
+        job_id=run_context.job_id or 0,
+        plugin_id=run_context.plugin_id or 0,
+        user_id=run_context.user_id or 0,
+        trigger=run_context.trigger,
+        slot=run_context.slot or utcnow(),
+        node="",
+        status="running",
+    )
+    run = supervisor.start(
+        SupervisedRun(snapshot, run_context, timeout, loaded.package, prepare, lambda: len(collector.records))
+    )
+    watcher = asyncio.ensure_future(_stop_on(cancel, supervisor, run)) if cancel is not None else None
     try:
-        await asyncio.wait_for(asyncio.shield(task), timeout) if timeout else await task
-    except TimeoutError:
-        result.timed_out = True
-        run_context.cancelled.set()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        result.error = TimeoutError(f"the run did not finish within {timeout} seconds")
-    except asyncio.CancelledError:
-        if not result.cancelled:
-            raise
-    except Exception as exc:
-        result.error = exc
-        result.traceback = tb.format_exc()
+        await run.ended.wait()
+    except asyncio.CancelledError:  # the caller gave up waiting (runplugin's second Ctrl-C)
+        supervisor.cancel(run, CANCELLED, "cancelled")
+        raise
     finally:
-        for watcher in watchers:
+        if watcher is not None:
             watcher.cancel()
+    return _result(run.outcome, collector.records)
+
+
+def _result(outcome: Outcome | None, records: list[LogRecordLine]) -> PluginRunResult:
+    result = PluginRunResult(records=records)
+    if outcome is None or outcome.status == CANCELLED:
+        result.cancelled = True
+    elif outcome.status == TIMED_OUT:
+        result.timed_out = True
+        result.error = TimeoutError(outcome.error)
+    elif outcome.status != SUCCEEDED:
+        result.error = outcome.exception or RuntimeError(outcome.error)
+        result.traceback = outcome.traceback
     return result
 
 
-async def _stop_on(event: asyncio.Event, context: RunContext, task: asyncio.Future, result: PluginRunResult) -> None:
+class _NoRecords:
+    """Nothing is stored outside the scheduler: the result carries the outcome."""
+
+    def finish_run(self, finish: RunFinish) -> None:
+        pass
+
+
+async def _stop_on(event: asyncio.Event, supervisor: Supervisor, run: SupervisedRun) -> None:
     await event.wait()
-    result.cancelled = True
-    context.cancelled.set()
-    try:
-        await asyncio.wait_for(asyncio.shield(task), 5)
-    except (TimeoutError, asyncio.CancelledError, Exception):
-        task.cancel()
+    supervisor.ask_to_stop(run, CANCEL_GRACE_SECONDS, CANCELLED, "cancelled: asked to stop")
 
 
 def run_plugin(package_or_class: str | type, config: dict[str, Any] | None = None, **kwargs: Any) -> PluginRunResult:

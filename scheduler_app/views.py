@@ -1,27 +1,38 @@
 """The users' pages: dashboard, plugin page with job actions, run history and run page.
 
 Every view requires login. Objects are looked up through the requesting user: someone
-else's job or run is a 404, never a 403, so ids leak nothing. Staff may *view* any user's
-pages (``?user=<id>`` or ``/users/<id>/plugins/<id>/``) but change only their own jobs here;
-operators change other people's jobs in the admin. Every change goes through
-``scheduler_app.services``.
+else's job or run is a 404, never a 403, so ids leak nothing. Users with the permission to
+read every user's jobs (``access.can_view``: ``scheduler_app.view_job``, not ``is_staff``)
+may *view* any user's pages (``?user=<id>`` or ``/users/<id>/plugins/<id>/``) but change only
+their own jobs here; operators change other people's jobs in the admin. Every change goes
+through ``scheduler_app.services``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from scheduler_app import selectors, services
+from scheduler_app import access, selectors, services
 from scheduler_app.forms import ConfirmDeleteForm, JobForm
 from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import PluginLoadError
@@ -61,7 +72,7 @@ def csp(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
 
 
 def _subject(request: HttpRequest, user_id: int | None = None) -> Any:
-    """The user whose pages are shown: the requester, or (staff only) the one named."""
+    """The user whose pages are shown: the requester, or (if they may read it) the one named."""
     if user_id is None:
         raw = request.GET.get("user")
         if raw:
@@ -71,7 +82,7 @@ def _subject(request: HttpRequest, user_id: int | None = None) -> Any:
                 raise Http404("no such user") from None
     if user_id is None or user_id == request.user.pk:
         return request.user
-    if not request.user.is_staff:
+    if not access.can_view(request.user, user_id):
         raise Http404("no such user")
     return get_object_or_404(User, pk=user_id)
 
@@ -87,10 +98,17 @@ def _own_job(request: HttpRequest, job_id: int) -> Job:
 
 
 def _visible_job(request: HttpRequest, job_id: int) -> Job:
-    jobs = Job.objects.select_related("plugin", "user")
-    if not request.user.is_staff:
-        jobs = jobs.filter(user_id=_uid(request))
-    return get_object_or_404(jobs, pk=job_id)
+    job = get_object_or_404(Job.objects.select_related("plugin", "user"), pk=job_id)
+    if not access.can_view(request.user, job.user_id):
+        raise Http404("no such job")
+    return job
+
+
+def _visible_run(request: HttpRequest, run_id: int) -> JobRun:
+    run = get_object_or_404(JobRun.objects.select_related("job__plugin", "job__user"), pk=run_id)
+    if not access.can_view(request.user, run.job.user_id):
+        raise Http404("no such run")
+    return run
 
 
 def _plugin_url(plugin: Plugin, user: Any, request: HttpRequest, job: Job | None = None) -> str:
@@ -132,7 +150,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         row.url = _plugin_url(row.plugin, subject, request)
         _add_urls(row.jobs)
     owners = None
-    if request.user.is_staff:  # staff may look at anyone's pages: offer the users who have jobs
+    if access.can_view_all(request.user):  # may look at anyone's pages: offer the users who have jobs
         owners = User.objects.filter(jobs__isnull=False).distinct().order_by("username")[:500]
     return render(
         request,
@@ -227,11 +245,10 @@ def job_runs(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    runs = JobRun.objects.select_related("job__plugin", "job__user")
-    if not request.user.is_staff:
-        runs = runs.filter(job__user_id=_uid(request))
-    run = get_object_or_404(runs, pk=run_id)
-    lines, truncated = selectors.run_lines(run)
+    run = _visible_run(request, run_id)
+    # The tail only: the browser renders these lines with the same code as live ones, and
+    # asks for earlier pages (run_log_lines) or downloads the whole log (run_log_download).
+    lines, earlier = selectors.run_log_page(run)
     return render(
         request,
         "scheduler_app/run.html",
@@ -239,12 +256,58 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             "run": run,
             "job": run.job,
             "lines": lines,
-            "truncated": truncated,
-            "last_line_id": lines[-1].pk if lines else 0,
+            "earlier": earlier,
+            "first_seq": lines[0]["seq"] if lines else 0,
+            "last_line_id": lines[-1]["id"] if lines else 0,
             "ws_path": f"/ws/logs/{run.job.plugin_id}/{run.job.user_id}/",
             "plugin_url": _plugin_url(run.job.plugin, run.job.user, request, run.job),
         },
     )
+
+
+@login_required
+@require_GET
+def run_log_lines(request: HttpRequest, run_id: int) -> HttpResponse:
+    """``?before=<seq>``: the page of lines before that line, as JSON (the run page's "earlier lines")."""
+    run = _visible_run(request, run_id)
+    try:
+        before = int(request.GET["before"])
+    except (KeyError, ValueError):
+        return JsonResponse({"error": "before=<line sequence number> is required"}, status=400)
+    lines, earlier = selectors.run_log_page(run, before_seq=before)
+    return JsonResponse({"lines": lines, "earlier": earlier})
+
+
+@login_required
+@require_GET
+def run_log_download(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The whole log as plain text, streamed from the database a chunk at a time."""
+    run = _visible_run(request, run_id)
+    # An ASGI server consumes an async iterator as a stream but would buffer a sync one
+    # whole (and a WSGI server the reverse), so give each the kind it streams.
+    chunks = _log_chunks_async(run.pk) if isinstance(request, ASGIRequest) else _log_chunks(run.pk)
+    response = StreamingHttpResponse(chunks, content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.log"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _log_chunks(run_id: int) -> Iterator[bytes]:
+    after: int | None = 0
+    while after is not None:
+        text, after = selectors.log_text_chunk(run_id, after)
+        yield text.encode()
+
+
+async def _log_chunks_async(run_id: int) -> AsyncIterator[bytes]:
+    after: int | None = 0
+    try:
+        while after is not None:
+            text, after = await sync_to_async(selectors.log_text_chunk)(run_id, after)
+            yield text.encode()
+    finally:
+        # A long download may outlast the request's own clean-up: release the connection it read with.
+        await sync_to_async(close_old_connections)()
 
 
 # --- actions (POST only, own jobs only, through the service layer) ---------------------------

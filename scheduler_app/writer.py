@@ -32,6 +32,7 @@ from typing import Any
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
 
 from scheduler_app.models import JobRun, LogLine
+from scheduler_app.streams import RunSnapshot
 
 log = logging.getLogger("scheduler_app.writer")
 
@@ -56,18 +57,16 @@ class PendingLine:
 
 @dataclass(slots=True)
 class RunFinish:
-    """The final state of a run; ``record`` is the engine's run object, published after commit."""
+    """The final state of a run: its snapshot (stored, then published after commit) and what
+    only the database keeps."""
 
-    run_id: int
-    status: str
-    started_at: datetime
-    finished_at: datetime
-    error: str
+    run: RunSnapshot
     traceback: str
     log_count: int
-    record: Any = None
-    #: the node that ran it: the finish is written only while the run is still running there
-    node: str = ""
+
+    @property
+    def run_id(self) -> int:
+        return self.run.id
 
 
 @dataclass
@@ -107,10 +106,6 @@ class Writer:
 
     def start(self) -> None:
         self._thread.start()
-
-    def add_lines(self, lines: list[PendingLine]) -> None:
-        with self._lock:
-            self._lines.extend(lines)
 
     def add_line(self, line: PendingLine) -> None:
         with self._lock:
@@ -337,15 +332,16 @@ def _update_runs(batch: Batch) -> None:
                 "log_count = %s WHERE id = %s AND status = %s AND node = %s",
                 [
                     (
-                        f.status,
-                        ops.adapt_datetimefield_value(f.started_at),
-                        ops.adapt_datetimefield_value(f.finished_at),
-                        f.error,
+                        f.run.status,
+                        ops.adapt_datetimefield_value(f.run.started_at),
+                        ops.adapt_datetimefield_value(f.run.finished_at),
+                        f.run.error,
                         f.traceback,
                         f.log_count,
-                        f.run_id,
+                        f.run.id,
                         RUNNING,
-                        f.node,
+                        # the node that ran it: only while the run is still running there
+                        f.run.node,
                     )
                     for f in batch.finishes
                 ],

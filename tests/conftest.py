@@ -1,10 +1,12 @@
 """Shared fixtures: personas (alice and bob own jobs, charlie owns nothing, staff is an
-operator) and registered example plugins."""
+operator with every permission, staff_only may enter the admin but holds no permission,
+auditor is no staff but may read every user's jobs) and registered example plugins."""
 
 from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
 from scheduler_app.models import Plugin
 
@@ -30,6 +32,20 @@ def charlie(db):
 @pytest.fixture
 def staff(db):
     return get_user_model().objects.create_superuser("staff", "staff@example.com", "staff-pass")
+
+
+@pytest.fixture
+def staff_only(db):
+    """Staff status alone: into the admin, but no permission to read other users' jobs."""
+    return get_user_model().objects.create_user("sam", "sam@example.com", "sam-pass", is_staff=True)
+
+
+@pytest.fixture
+def auditor(db):
+    """Not staff, but holds the permission to read every user's jobs, runs and logs."""
+    user = get_user_model().objects.create_user("audrey", "audrey@example.com", "audrey-pass")
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="scheduler_app", codename="view_job"))
+    return user
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from scheduler_app.models import Job, JobRun, LogLine, Plugin
 from tests.processes import ManagedProcess, manage, wait_until
 
 PROBE = "tests.plugins.engine_probe@v1_0_0.plugin.Plugin"
+#: The probe again, as a second plugin (a job that keeps running while the test changes another).
+CONTROL = "tests.plugins.engine_probe@v1_0_0.plugin.Control"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 #: Fast knobs so the tests wait seconds, not minutes.
@@ -38,7 +40,8 @@ def user(name: str) -> Any:
 
 
 def probe_plugin(interval: int = 1, **fields: Any) -> Plugin:
-    return Plugin.objects.create(name="Probe", package=PROBE, interval=interval, **fields)
+    fields = {"name": "Probe", "package": PROBE, **fields}
+    return Plugin.objects.create(interval=interval, **fields)
 
 
 def probe_job(owner: Any, plugin: Plugin, *, activate: bool = True, timeout: int | None = None, **config: Any) -> Job:

@@ -168,7 +168,7 @@ def test_adding_a_job_asks_for_the_plugin_first(operator, sample_plugin):
 def test_adding_a_job_validates_the_config_through_the_plugin(operator, alice, sample_plugin):
     url = reverse("admin:scheduler_app_job_add") + f"?plugin={sample_plugin.pk}"
     bad = operator.post(url, {"user": alice.pk, "description": "d", "config": json.dumps({"name": "", "times": 99})})
-    assert bad.status_code == 200 and "config" in bad.context["adminform"].form.errors
+    assert bad.status_code == 400 and "config" in bad.context["adminform"].form.errors
     assert not Job.objects.exists()
     good = operator.post(
         url, {"user": alice.pk, "description": "d", "active": "on", "config": json.dumps({"name": "A"})}
@@ -196,7 +196,7 @@ def test_editing_a_job_refuses_an_invalid_config(operator, alice, sample_plugin)
     job = services.create_job(alice, sample_plugin, {"name": "A"})
     url = reverse("admin:scheduler_app_job_change", args=[job.pk])
     response = operator.post(url, {"user": alice.pk, "description": "", "config": json.dumps({"times": 0})})
-    assert response.status_code == 200 and "config" in response.context["adminform"].form.errors
+    assert response.status_code == 400 and "config" in response.context["adminform"].form.errors
     job.refresh_from_db()
     assert job.config == {"name": "A", "times": 3}
 

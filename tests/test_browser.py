@@ -285,3 +285,70 @@ def test_staff_watch_alices_page_read_only(staff, server, browser, alice, sample
     # alice runs her job; staff see it arrive on her stream
     db(lambda: services.run_now(Job.objects.get(pk=job.pk)))
     expect(page.locator(".logline[data-id]").filter(has_text="Hello, Ann! (1/1)")).to_have_count(1, timeout=30_000)
+
+
+def test_the_run_page_draws_stored_lines_like_live_ones_pages_earlier_lines_and_downloads(
+    server, browser, alice, sample_plugin, tmp_path
+):
+    from django.utils import timezone
+
+    from scheduler_app.models import LogLine
+
+    coloured = "\x1b[31mred\x1b[0m <script>alert(1)</script> \x1b[1;92mbold\x1b[0m"
+
+    def make_run() -> JobRun:
+        job = services.create_job(alice, sample_plugin, {}, description="long")
+        run = JobRun.objects.create(job=job, slot=timezone.now(), status=JobRun.Status.SUCCEEDED, log_count=1234)
+        now = timezone.now()
+        LogLine.objects.bulk_create(
+            LogLine(run=run, seq=i, created_at=now, level=20, message=f"line {i}") for i in range(1, 1234)
+        )
+        LogLine.objects.create(run=run, seq=1234, created_at=now, level=40, message=coloured)
+        return run
+
+    run = db(make_run)
+    page = log_in(browser, server, "alice", "alice-pass")
+    expect = playwright_sync.expect
+    drawn = (
+        '<span class="ansi-31">red</span> &lt;script&gt;alert(1)&lt;/script&gt; '
+        '<span class="ansi-92 ansi-bold">bold</span>'
+    )
+
+    # Stored lines: the tail only, drawn by logview.js from the page's data.
+    page.goto(f"{server.url}/runs/{run.pk}/")
+    lines = page.locator(".logline[data-id]")
+    expect(lines).to_have_count(500)
+    assert lines.first.get_attribute("data-seq") == "735"
+    stored = lines.last
+    assert stored.locator(".msg").inner_html() == drawn
+    stored_html = stored.evaluate("e => e.outerHTML")
+
+    # The same line arriving over the websocket (the plugin page's replay) is drawn identically.
+    page.goto(f"{server.url}/plugins/{sample_plugin.pk}/")
+    expect(page.locator(".logview-state")).to_have_text("live")
+    live = page.locator(f'.logline[data-id="{stored.get_attribute("data-id")}"]')
+    expect(live).to_have_count(1)
+    assert live.locator(".msg").inner_html() == drawn
+    # (the plugin page tags each line with its run; apart from that the markup is the same)
+    assert live.evaluate("e => { e.querySelector('.run-tag').remove(); return e.outerHTML; }") == stored_html
+
+    # Earlier lines, a page at a time by sequence number, until the first.
+    page.goto(f"{server.url}/runs/{run.pk}/")
+    earlier = page.get_by_role("button", name="Earlier lines")
+    earlier.click()
+    expect(lines).to_have_count(1000)
+    assert lines.first.get_attribute("data-seq") == "235"
+    earlier.click()
+    expect(lines).to_have_count(1234)
+    expect(earlier).to_be_hidden()
+    seqs = page.eval_on_selector_all(".logline[data-id]", "els => els.map(e => Number(e.dataset.seq))")
+    assert seqs == list(range(1, 1235))
+
+    # The whole log as a text file.
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download the whole log").click()
+    target = tmp_path / "run.log"
+    info.value.save_as(target)
+    rows = target.read_text().splitlines()
+    assert len(rows) == 1234 and rows[0].endswith("line 1") and rows[-1].endswith(coloured)
+    assert [e for e in page.console_errors if not e.startswith("Failed to load resource")] == []

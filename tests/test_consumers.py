@@ -1,7 +1,8 @@
 """The live log websocket on the real ASGI application (origin check, session auth, routing).
 
-Matrix: anonymous (4401), another user (4403), owner and staff (streamed); a refused socket
-never joins the group. Then the stream itself: replay, resume after a cursor without gap or
+Matrix: anonymous (4401), another user and staff without the permission (4403), owner,
+superuser and a user with ``scheduler_app.view_job`` (streamed); a refused socket never joins
+the group. Then the stream itself: replay, resume after a cursor without gap or
 duplicate, live relay of ``log.lines`` and ``run.status``, one-run filtering.
 """
 
@@ -268,5 +269,22 @@ async def test_lines_the_publisher_dropped_are_fetched_from_the_database(stream)
         await get_channel_layer().group_send(stream["group"], {"type": "log.lines", "lines": [live]})
         message = await comm.receive_json_from(timeout=5)
         assert [line["message"] for line in message["lines"]] == ["line 6", "line 7", "line 8"]
+    finally:
+        await comm.disconnect()
+
+
+async def test_staff_status_without_the_permission_is_refused_with_4403(stream, staff_only):
+    comm = await sync_to_async(communicator)(stream["path"], staff_only)
+    assert await refused_with(comm) == CLOSE_FORBIDDEN
+    assert group_members(stream["group"]) == 0
+
+
+async def test_the_view_permission_without_staff_status_may_watch(stream, auditor):
+    comm = await sync_to_async(communicator)(stream["path"], auditor)
+    connected, _ = await comm.connect()
+    assert connected
+    try:
+        assert (await comm.receive_json_from(timeout=5))["type"] == "hello"
+        assert len((await comm.receive_json_from(timeout=5))["lines"]) == 5
     finally:
         await comm.disconnect()

@@ -6,9 +6,13 @@ template naming a file that does not exist would only fail here, as a 500 in pro
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import json
+import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import uuid
@@ -16,6 +20,7 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
+import websockets
 
 from tests.processes import ROOT, free_port, wait_for_port
 from tests.test_settings import documented_production_env, run_manage
@@ -76,6 +81,7 @@ def production(tmp_path_factory):
         STATIC_ROOT=str(tmp / "static"),
         MODULE_PATH=str(tmp),
         CHANNEL_LAYER_PREFIX=f"deploy{uuid.uuid4().hex[:8]}",
+        REDIS_URL=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
     )
     for step in (["migrate", "--noinput"], ["loaddata", "demo"], ["collectstatic", "--noinput"]):
         outcome = run_manage(step, env, timeout=180)
@@ -164,3 +170,30 @@ def test_the_admin_works_behind_the_proxy(production):
     ):
         status, _, page = client.get(path)
         assert status == 200, (path, status, page[:500], log.read_text()[-3000:])
+
+
+def test_the_live_log_accepts_the_public_https_origin_only(production):
+    """Behind the proxy the site's own origin is https://jobs.example.com (X-Forwarded-Proto)."""
+    client, log = production
+    status, headers, _ = client.log_in("/accounts/login/", "alice", "alice")
+    assert status == 302, headers
+
+    async def handshake(origin: str) -> str:
+        # The proxy's connection: Host jobs.example.com and X-Forwarded-Proto, on daphne's port.
+        sock = socket.create_connection(("127.0.0.1", client.port), timeout=10)
+        try:
+            async with websockets.connect(
+                f"ws://{HOST}/ws/logs/1/2/",
+                sock=sock,
+                origin=origin,
+                additional_headers={"Cookie": f"sessionid={client.cookies['sessionid']}", "X-Forwarded-Proto": "https"},
+                open_timeout=10,
+            ) as ws:
+                return json.loads(await asyncio.wait_for(ws.recv(), 10))["type"]
+        except websockets.InvalidStatus as exc:
+            return f"refused {exc.response.status_code}"
+
+    assert asyncio.run(handshake(f"https://{HOST}")) == "hello", log.read_text()[-3000:]
+    assert asyncio.run(handshake(f"http://{HOST}")) == "refused 403"
+    assert asyncio.run(handshake(f"https://{HOST}:4444")) == "refused 403"
+    assert asyncio.run(handshake("https://evil.example")) == "refused 403"

@@ -8,8 +8,9 @@ import pytest
 from django.utils import timezone
 
 from scheduler_app import claims, nodes, retention, services, slots
-from scheduler_app.jobtable import JobTable
+from scheduler_app.jobtable import Diff, JobTable
 from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
+from scheduler_app.streams import RunSnapshot
 from scheduler_app.writer import Batch, PendingLine, RunFinish, Writer, write_batch
 from tests.engine_support import probe_job, probe_plugin
 
@@ -20,6 +21,12 @@ def _running(run: JobRun, node: str) -> JobRun:
     JobRun.objects.filter(pk=run.pk).update(status=JobRun.Status.RUNNING, node=node)
     run.refresh_from_db()
     return run
+
+
+def _finished(run: JobRun, status: str, now: datetime, error: str = "") -> RunSnapshot:
+    snapshot = RunSnapshot.of(run)
+    snapshot.status, snapshot.started_at, snapshot.finished_at, snapshot.error = status, now, now, error
+    return snapshot
 
 
 def _claim(job: Job, slot_ms: int, node: str = "a") -> dict:
@@ -70,7 +77,7 @@ def test_the_writer_stores_lines_with_ids_and_finishes_runs(alice):
     run = _running(services.run_now(job), "a")
     now = datetime.now(UTC)
     lines = [PendingLine(run.pk, seq, now, 20, f"line {seq}") for seq in (1, 2, 3)]
-    finish = RunFinish(run.pk, JobRun.Status.SUCCEEDED, now, now, "", "", 3, node="a")
+    finish = RunFinish(_finished(run, JobRun.Status.SUCCEEDED, now), "", 3)
 
     write_batch(Batch(lines, [finish]))
     stored = list(LogLine.objects.filter(run=run).order_by("seq"))
@@ -104,7 +111,7 @@ def test_the_writer_thread_flushes_everything_on_stop(alice):
     now = datetime.now(UTC)
     for seq in range(1, 1201):
         writer.add_line(PendingLine(run.pk, seq, now, 20, f"line {seq}"))
-    writer.finish_run(RunFinish(run.pk, JobRun.Status.FAILED, now, now, "boom", "tb", 1200, node="a"))
+    writer.finish_run(RunFinish(_finished(run, JobRun.Status.FAILED, now, "boom"), "tb", 1200))
     assert writer.call(lambda: JobRun.objects.count()).result(10) == 1
     assert writer.stop(10)
     assert LogLine.objects.filter(run=run).count() == 1200
@@ -142,7 +149,7 @@ def test_a_finish_is_not_written_over_a_run_marked_lost(alice):
     JobRun.objects.filter(pk=run.pk).update(status=JobRun.Status.LOST, error="lost: declared")
     late = [PendingLine(run.pk, 1, now, 20, "written before the pause")]
 
-    write_batch(Batch(late, [RunFinish(run.pk, JobRun.Status.SUCCEEDED, now, now, "", "", 1, node="paused:1:x")]))
+    write_batch(Batch(late, [RunFinish(_finished(run, JobRun.Status.SUCCEEDED, now), "", 1)]))
 
     run.refresh_from_db()
     assert (run.status, run.error, run.log_count) == (JobRun.Status.LOST, "lost: declared", 0)
@@ -153,7 +160,9 @@ def test_a_finish_is_written_only_by_the_node_that_runs_it(alice):
     job = probe_job(alice, probe_plugin(), activate=False)
     run = _running(services.run_now(job), "a")
     now = timezone.now()
-    write_batch(Batch([], [RunFinish(run.pk, JobRun.Status.SUCCEEDED, now, now, "", "", 0, node="b")]))
+    elsewhere = _finished(run, JobRun.Status.SUCCEEDED, now)
+    elsewhere.node = "b"
+    write_batch(Batch([], [RunFinish(elsewhere, "", 0)]))
     run.refresh_from_db()
     assert run.status == JobRun.Status.RUNNING
 
@@ -241,8 +250,8 @@ def test_the_job_table_reports_changes_made_behind_its_back(alice, bob):
     a = probe_job(alice, plugin)
     table = JobTable()
     first = table.full()
-    assert [s.id for s in first.upserted] == [a.pk] and first.total == 1
-    assert not table.full(), "nothing changed"
+    assert [s.id for s in first.upserted] == [a.pk] and list(table.specs) == [a.pk]
+    assert table.full() == Diff(), "nothing changed"
 
     Job.objects.filter(pk=a.pk).update(config={"mode": "fast", "lines": 4})  # no signal, no notification
     b = probe_job(bob, plugin)

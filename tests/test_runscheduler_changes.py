@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.utils import timezone
 
 from scheduler_app import services, slots
 from scheduler_app.models import Job, JobRun, Plugin
-from tests.engine_support import finished_runs, lines_of, probe_job, probe_plugin, redis_env, runs_of, schedulers, user
+from tests.engine_support import (
+    CONTROL,
+    finished_runs,
+    lines_of,
+    probe_job,
+    probe_plugin,
+    redis_env,
+    runs_of,
+    schedulers,
+    user,
+)
 from tests.plugins.helpers import module_path_fixture
 from tests.processes import wait_until
 
 __all__ = ["module_path_fixture", "redis_env", "schedulers"]
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _slots_after(job: Job, moment) -> list[JobRun]:
+    """Runs of ``job`` whose slot came after ``moment`` (finished or not)."""
+    return [r for r in runs_of(job) if r.slot > moment]
 
 
 def _runs_after(job: Job, moment) -> list[JobRun]:
@@ -29,6 +42,7 @@ def test_service_changes_arrive_by_notification(schedulers, redis_env):
     plugin = probe_plugin(interval=1)
 
     job = probe_job(alice, plugin, lines=1)  # created and activated through the service
+    control = probe_job(user("bob"), plugin, lines=0)
     wait_until(lambda: finished_runs(job), 10, "the new job to run")
 
     services.update_job(job, config={"mode": "fast", "lines": 3})
@@ -37,9 +51,10 @@ def test_service_changes_arrive_by_notification(schedulers, redis_env):
 
     services.deactivate_job(job)
     wait_until(lambda: "1 removed" in node.output(), 10, "the deactivation")
-    count = len(runs_of(job))
-    time.sleep(2.5)  # two more slots pass: nothing new is claimed after the deactivation applied
-    assert len(runs_of(job)) == count
+    applied = timezone.now()
+    # The other job keeps running: once it ran two slots after the change, so would have this one.
+    wait_until(lambda: len(_slots_after(control, applied)) >= 2, 10, "two more slots of the other job")
+    assert _slots_after(job, applied) == [], "nothing claimed after the deactivation applied"
 
 
 def test_bulk_updates_are_caught_by_the_reconcile(schedulers):
@@ -48,6 +63,7 @@ def test_bulk_updates_are_caught_by_the_reconcile(schedulers):
     plugin = probe_plugin(interval=1)
     job = probe_job(alice, plugin, lines=1)
     other = probe_job(bob, plugin, activate=False)
+    control = probe_job(user("carol"), probe_plugin(interval=1, package=CONTROL, name="Control"), lines=0)
     node = schedulers.start("reconciled")
     wait_until(lambda: finished_runs(job), 10, "the first run")
 
@@ -72,10 +88,10 @@ def test_bulk_updates_are_caught_by_the_reconcile(schedulers):
     wait_until(lambda: finished_runs(other), 10, "the bulk-activated job to run")
 
     Plugin.objects.filter(pk=plugin.pk).update(enabled=False)
-    wait_until(lambda: "removed; 0 active" in node.output(), 10, "the plugin disabled")
-    count = JobRun.objects.count()
-    time.sleep(2.5)  # two more slots of the old schedule pass
-    assert JobRun.objects.count() == count
+    wait_until(lambda: "removed; 1 active" in node.output(), 10, "the plugin disabled")
+    applied = timezone.now()
+    wait_until(lambda: len(_slots_after(control, applied)) >= 2, 10, "two more slots of the other plugin's job")
+    assert [r for r in JobRun.objects.filter(job__plugin=plugin) if r.slot > applied] == []
 
 
 def test_a_reloaded_plugin_runs_its_new_code(schedulers, module_path):

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from scheduler_app import slots
-from scheduler_app.models import Job, JobRun, LogLine, SchedulerNode
-from tests.engine_support import PROBE, finished_runs, lines_of, probe_job, probe_plugin, runs_of, schedulers, user
+from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
+from tests.engine_support import (
+    CONTROL,
+    PROBE,
+    finished_runs,
+    lines_of,
+    probe_job,
+    probe_plugin,
+    runs_of,
+    schedulers,
+    user,
+)
 from tests.processes import wait_until
 
 __all__ = ["schedulers"]
@@ -105,8 +114,15 @@ def test_slots_missed_while_no_scheduler_ran_are_coalesced_into_one_run(schedule
 
 def test_a_job_changed_after_its_last_slot_waits_for_its_next_one(schedulers):
     alice = user("alice")
-    job = probe_job(alice, probe_plugin(interval=3600))  # saved just now: nothing was missed
-    node = schedulers.start("nocatchup")
-    node.wait_for_output("1 active jobs")
-    time.sleep(1.5)
+    plugin = probe_plugin(interval=3600)
+    job = probe_job(alice, plugin)  # saved just now: nothing was missed
+    # An interval whose next slot is over a minute away (slots are fixed per job id and
+    # interval), so a run in the window below can only be a wrong catch-up.
+    now_ms = slots.to_ms(timezone.now())
+    interval = next(i for i in range(3600, 3700) if slots.slot_after(now_ms, job.pk, i) - now_ms > 60_000)
+    Plugin.objects.filter(pk=plugin.pk).update(interval=interval)
+    control = probe_job(user("bob"), probe_plugin(interval=1, package=CONTROL, name="Control"), lines=0)
+    schedulers.start("nocatchup")
+    # The node has run two slots of another job: it has long looked at this one.
+    wait_until(lambda: len(finished_runs(control)) >= 2, 20, "two runs of the other job")
     assert runs_of(job) == []

@@ -1,8 +1,10 @@
-"""The access matrix of the users' pages and actions: anonymous, owner, another user, staff.
+"""The access matrix of the users' pages and actions: anonymous, owner, another user, staff
+with every permission, staff without permissions, and a non-staff user with the permission.
 
-Another user's ids in a URL give 404 and change nothing; staff may view anyone's pages but
-change only their own jobs here (the admin is their tool for the rest); cross-site posts are
-refused by CSRF. The websocket's matrix is in test_consumers.py.
+Another user's ids in a URL give 404 and change nothing. Reading another user's pages needs
+the permission ``scheduler_app.view_job`` (``access.can_view``), not staff status; with it,
+pages are read-only and actions are 404 (the admin is the operators' tool for changes);
+cross-site posts are refused by CSRF. The websocket's matrix is in test_consumers.py.
 """
 
 from __future__ import annotations
@@ -15,11 +17,21 @@ from scheduler_app.models import Job, JobRun
 
 
 @pytest.fixture
-def world(alice, bob, staff, sample_plugin):
+def world(alice, bob, staff, staff_only, auditor, sample_plugin):
     job = services.create_job(alice, sample_plugin, {"name": "Ann"}, description="alice's", activate=True)
     spare = services.create_job(alice, sample_plugin, {"name": "Spare"}, description="spare")
     run = JobRun.objects.create(job=job, slot=job.created_at, status=JobRun.Status.SUCCEEDED)
-    return {"alice": alice, "bob": bob, "staff": staff, "plugin": sample_plugin, "job": job, "spare": spare, "run": run}
+    return {
+        "alice": alice,
+        "bob": bob,
+        "staff": staff,
+        "staff_only": staff_only,
+        "auditor": auditor,
+        "plugin": sample_plugin,
+        "job": job,
+        "spare": spare,
+        "run": run,
+    }
 
 
 def client_for(user) -> Client:
@@ -174,3 +186,58 @@ def test_staff_pick_whose_jobs_to_view_and_users_do_not(world):
     body = client_for(world["staff"]).get("/").content.decode()
     assert 'name="user"' in body and ">alice</option>" in body
     assert 'name="user"' not in client_for(world["alice"]).get("/").content.decode()
+
+
+# --- reading needs the permission, not staff status ---------------------------------------------
+
+
+def test_staff_without_the_permission_see_only_their_own(world):
+    client = client_for(world["staff_only"])
+    assert client.get("/").status_code == 200 and client.get(f"/plugins/{world['plugin'].pk}/").status_code == 200
+    for url in pages(world)[2:]:  # everything of alice's: her plugin page, her dashboard, runs, run
+        assert client.get(url).status_code == 404, url
+    body = client.get("/").content.decode()
+    assert 'name="user"' not in body  # no picker of other users
+    assert "/admin/" in body  # staff status still opens the admin
+
+
+def test_staff_without_the_permission_change_nothing(world):
+    client = client_for(world["staff_only"])
+    before = snapshot()
+    for url, data in actions(world):
+        assert client.post(url, data).status_code == 404, url
+    assert snapshot() == before
+
+
+def test_the_permission_without_staff_status_reads_every_page_read_only(world):
+    client = client_for(world["auditor"])
+    for url in pages(world)[:-1]:
+        assert client.get(url).status_code == 200, url
+    body = client.get(f"/users/{world['alice'].pk}/plugins/{world['plugin'].pk}/").content.decode()
+    assert "read-only" in body and f"/jobs/{world['job'].pk}/activate/" not in body
+    assert 'name="user"' in client.get("/").content.decode()
+    before = snapshot()
+    for url, data in actions(world):
+        assert client.post(url, data).status_code == 404, url
+    assert snapshot() == before
+
+
+def test_the_permission_can_come_from_a_group(world):
+    from django.contrib.auth.models import Group, Permission
+
+    operators = Group.objects.create(name="operators")
+    operators.permissions.add(Permission.objects.get(content_type__app_label="scheduler_app", codename="view_job"))
+    world["staff_only"].groups.add(operators)
+    assert client_for(world["staff_only"]).get(f"/runs/{world['run'].pk}/").status_code == 200
+
+
+def test_can_view_is_the_one_rule(world):
+    from scheduler_app.access import can_view
+
+    alice, bob = world["alice"], world["bob"]
+    assert can_view(alice, alice) and can_view(alice, alice.pk)
+    assert not can_view(bob, alice) and not can_view(world["staff_only"], alice)
+    assert can_view(world["staff"], alice) and can_view(world["auditor"], alice.pk)
+    inactive = world["auditor"]
+    inactive.is_active = False
+    assert not can_view(inactive, alice)

@@ -8,6 +8,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import Client
 from django.utils import timezone
 
@@ -84,7 +85,7 @@ def test_the_dashboard_query_count_does_not_grow_with_jobs_and_runs(
                 JobRun(job=j, slot=timezone.now() - timedelta(seconds=k), status=JobRun.Status.SUCCEEDED)
                 for k in range(5)
             )
-    with django_assert_max_num_queries(6):  # session, user, plugins, jobs (+ last run), runs
+    with django_assert_max_num_queries(8):  # session, user, its permissions (user, groups), plugins, jobs, runs
         assert client.get("/").status_code == 200
 
 
@@ -242,7 +243,13 @@ def test_a_bad_cursor_shows_the_first_page(client, job):
     assert client.get(f"/jobs/{job.pk}/runs/?after=garbage").status_code == 200
 
 
-def test_the_run_page_shows_the_log_escaped_with_ansi_colours_and_the_traceback(client, job):
+def page_lines(body: str) -> list[dict]:
+    """The stored lines a run page hands to the browser's log view (json_script data)."""
+    found = re.search(r'<script type="application/json">(.*?)</script>', body, re.S)
+    return json.loads(found.group(1)) if found else []
+
+
+def test_the_run_page_hands_the_log_to_the_browser_as_data_escaped_and_the_traceback(client, job):
     run = JobRun.objects.create(
         job=job,
         slot=timezone.now(),
@@ -258,12 +265,86 @@ def test_the_run_page_shows_the_log_escaped_with_ansi_colours_and_the_traceback(
         ]
     )
     body = client.get(f"/runs/{run.pk}/").content.decode()
-    assert "<script>alert(1)</script>" not in body
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
-    assert '<span class="ansi-31">red</span> plain <span class="ansi-92 ansi-bold">bold</span>' in body
-    assert "lvl-error" in body
+    assert "<script>alert(1)</script>" not in body  # json_script escapes <, > and &
+    lines = page_lines(body)
+    # The same shape as live lines: the browser draws both with one renderer (logview.js).
+    assert [(line["seq"], line["level"], line["message"]) for line in lines] == [
+        (1, "INFO", "<script>alert(1)</script>"),
+        (2, "ERROR", "\x1b[31mred\x1b[0m plain \x1b[1;92mbold\x1b[0m"),
+    ]
+    assert set(lines[0]) == {"id", "run", "job", "seq", "ts", "level", "message"}
+    assert "ansi-31" not in body  # no second (server-side) ANSI renderer
     assert "RuntimeError: boom" in body and "Traceback (most recent call last)" in body
     assert 'data-ws-path=""' in body  # finished: no live connection
+    assert f'href="/runs/{run.pk}/log.txt"' in body
+
+
+def long_run(job: Job, lines: int, status: str = JobRun.Status.SUCCEEDED) -> JobRun:
+    run = JobRun.objects.create(job=job, slot=timezone.now(), status=status, log_count=lines)
+    now = timezone.now()
+    LogLine.objects.bulk_create(
+        (LogLine(run=run, seq=i, created_at=now, level=20, message=f"line {i}") for i in range(1, lines + 1)),
+        batch_size=2000,
+    )
+    return run
+
+
+def test_the_run_page_shows_the_tail_of_a_long_log_and_offers_earlier_lines(client, job):
+    run = long_run(job, 1234)
+    body = client.get(f"/runs/{run.pk}/").content.decode()
+    lines = page_lines(body)
+    assert [line["seq"] for line in lines] == list(range(735, 1235))
+    assert f'data-earlier-url="/runs/{run.pk}/lines/" data-first-seq="735"' in body
+    assert 'data-action="earlier">' in body  # shown, not hidden
+
+    page = client.get(f"/runs/{run.pk}/lines/?before=735").json()
+    assert [line["seq"] for line in page["lines"]] == list(range(235, 735)) and page["earlier"] is True
+    assert page["lines"][0] == {**lines[0], "id": page["lines"][0]["id"], "seq": 235, "message": "line 235"}
+    last = client.get(f"/runs/{run.pk}/lines/?before=235").json()
+    assert [line["seq"] for line in last["lines"]] == list(range(1, 235)) and last["earlier"] is False
+    assert client.get(f"/runs/{run.pk}/lines/").status_code == 400
+    assert client.get(f"/runs/{run.pk}/lines/?before=x").status_code == 400
+
+
+def test_a_short_log_offers_no_earlier_lines(client, job):
+    run = long_run(job, 3)
+    body = client.get(f"/runs/{run.pk}/").content.decode()
+    assert [line["seq"] for line in page_lines(body)] == [1, 2, 3]
+    assert 'data-action="earlier" hidden>' in body
+
+
+def test_the_run_page_query_count_does_not_grow_with_the_log(client, job, django_assert_max_num_queries):
+    run = long_run(job, 3000)
+    with django_assert_max_num_queries(5):  # session, user, run (with job, plugin, user), lines
+        assert client.get(f"/runs/{run.pk}/").status_code == 200
+
+
+def test_the_whole_log_downloads_as_streamed_plain_text(client, job):
+    run = long_run(job, 4321)
+    LogLine.objects.filter(run=run, seq=7).update(level=40, message="\x1b[31mboom\x1b[0m <b>")
+    response = client.get(f"/runs/{run.pk}/log.txt")
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response["Content-Disposition"] == f'attachment; filename="run-{run.pk}.log"'
+    text = b"".join(response.streaming_content).decode()
+    rows = text.splitlines()
+    assert len(rows) == 4321
+    assert rows[0].endswith(" INFO     line 1") and rows[-1].endswith(" INFO     line 4321")
+    assert rows[6].endswith(" ERROR    \x1b[31mboom\x1b[0m <b>")  # as logged: it is a text file
+
+
+@pytest.mark.django_db(transaction=True)  # the ASGI path reads the database from a worker thread
+async def test_the_download_streams_in_chunks_under_asgi(alice, job):
+    from django.test import AsyncClient
+
+    run = await sync_to_async(long_run)(job, 4500)
+    client = AsyncClient()
+    await sync_to_async(client.force_login)(alice)
+    response = await client.get(f"/runs/{run.pk}/log.txt")
+    assert response.status_code == 200 and response.is_async
+    chunks = [chunk async for chunk in response.streaming_content]
+    assert len(chunks) == 3  # 2,000 + 2,000 + 500 lines: read and sent a chunk at a time
+    assert b"".join(chunks).decode().count("\n") == 4500
 
 
 def test_a_running_run_page_goes_live_from_its_last_line(client, job, sample_plugin, alice):
@@ -272,6 +353,15 @@ def test_a_running_run_page_goes_live_from_its_last_line(client, job, sample_plu
     body = client.get(f"/runs/{run.pk}/").content.decode()
     assert f'data-ws-path="/ws/logs/{sample_plugin.pk}/{alice.pk}/"' in body
     assert f'data-run="{run.pk}"' in body and f'data-after="{line.pk}"' in body
+
+
+def test_other_users_logs_are_404_and_the_permission_reads_them(job, bob, staff_only, auditor):
+    run = long_run(job, 3)
+    for user, status in ((bob, 404), (staff_only, 404), (auditor, 200)):
+        client = Client()
+        client.force_login(user)
+        for url in (f"/runs/{run.pk}/", f"/runs/{run.pk}/lines/?before=3", f"/runs/{run.pk}/log.txt"):
+            assert client.get(url).status_code == status, (user, url)
 
 
 def test_a_disabled_plugin_without_jobs_is_not_found(client):

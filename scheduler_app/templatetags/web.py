@@ -1,25 +1,17 @@
-"""Template helpers of the users' pages: durations, status badges and ANSI-coloured log text.
+"""Template helpers of the users' pages: durations, relative times, status badges, intervals.
 
-``ansi`` escapes every character of a log message first and only then turns SGR codes into
-``<span class>`` tags, so a plugin logging ``<script>`` shows text; the browser view
-(static/js/logview.js) follows the same rules with ``textContent``.
+Log lines are not rendered here: static/js/logview.js draws stored and live lines alike (one
+ANSI renderer, text only through ``textContent``).
 """
 
 from __future__ import annotations
 
-import logging
-import re
 from datetime import datetime, timedelta
 
 from django import template
 from django.utils import timezone
-from django.utils.html import escape
-from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
-
-_SGR = re.compile(r"\x1b\[([0-9;]*)m")
-_OTHER_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @register.filter
@@ -61,60 +53,8 @@ def relative(value: datetime | None) -> str:
 
 
 @register.filter
-def level_name(level: int) -> str:
-    return logging.getLevelName(level)
-
-
-@register.filter
 def status_class(status: str) -> str:
     return f"badge badge-{status.replace('_', '-')}" if status else "badge"
-
-
-def _sgr_classes(codes: list[int], state: dict[str, object]) -> None:
-    for code in codes or [0]:
-        if code == 0:
-            state.clear()
-        elif code == 1:
-            state["bold"] = True
-        elif code == 22:
-            state.pop("bold", None)
-        elif 30 <= code <= 37 or 90 <= code <= 97:
-            state["fg"] = code
-        elif code == 39:
-            state.pop("fg", None)
-
-
-@register.filter
-def ansi(message: str) -> SafeString:
-    """Escape ``message`` and render SGR colour codes (30-37, 90-97, bold, reset) as spans."""
-    out: list[str] = []
-    state: dict[str, object] = {}
-    pos = 0
-    for match in _SGR.finditer(message):
-        _append(out, message[pos : match.start()], state)
-        try:
-            codes = [int(c) for c in match.group(1).split(";") if c != ""]
-        except ValueError:
-            codes = []
-        _sgr_classes(codes, state)
-        pos = match.end()
-    _append(out, message[pos:], state)
-    return mark_safe("".join(out))  # every piece of text went through escape()
-
-
-def _append(out: list[str], text: str, state: dict[str, object]) -> None:
-    text = _OTHER_ESCAPES.sub("", text)
-    if not text:
-        return
-    classes = []
-    if "fg" in state:
-        classes.append(f"ansi-{state['fg']}")
-    if state.get("bold"):
-        classes.append("ansi-bold")
-    if classes:
-        out.append(f'<span class="{" ".join(classes)}">{escape(text)}</span>')
-    else:
-        out.append(escape(text))
 
 
 @register.filter

@@ -3,6 +3,10 @@
  * colours levels and ANSI SGR codes, follows the tail (with a pause), and reconnects with
  * backoff, resuming after the last line id it saw so nothing is lost or shown twice.
  *
+ * It is also the only renderer of stored lines: the run page hands it the tail of the log as
+ * JSON (the same shape as live lines) and it fetches earlier pages on request, so history and
+ * live lines are drawn by the same code (one ANSI renderer, one escaping rule).
+ *
  * Safety: every piece of text goes into the DOM through textContent; no line is ever parsed
  * as HTML, so a plugin that logs "<script>" shows exactly that text.
  */
@@ -12,6 +16,7 @@
   var MAX_LINES = 5000;           // keep the page light during long runs
   var MAX_RUN_CHIPS = 6;
   var REFUSED = { 4401: "log in to see this log", 4403: "you may not see this log", 4404: "no such log" };
+  var FELL_BEHIND = 4429;         // the server dropped this socket's backlog: resume from stored lines
   var SGR = /\x1b\[([0-9;]*)m/g;
   var OTHER_ESCAPES = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
@@ -89,15 +94,17 @@
     this.attempt = 0;
     this.everConnected = false;
     this.socket = null;
+    this.earlierUrl = root.getAttribute("data-earlier-url");
+    this.firstSeq = Number(root.getAttribute("data-first-seq") || 0);
+    this.earlierBtn = root.querySelector('[data-action="earlier"]');
     var self = this;
-    Array.prototype.forEach.call(this.list.children, function (li) {
-      // Server-rendered lines carry UTC; show them in the browser's time like the live ones.
-      var time = li.querySelector("time[datetime]");
-      if (time) time.textContent = clock(time.getAttribute("datetime"));
-      var id = Number(li.getAttribute("data-id"));
-      if (id) { self.seen.add(id); if (id > self.lastId) self.lastId = id; }
-    });
+    // Stored lines come as JSON and go through append(), exactly like lines from the socket.
+    var initial = root.querySelector('script[type="application/json"]');
+    if (initial) {
+      try { this.append(JSON.parse(initial.textContent)); } catch (err) { this.marker("could not read the stored lines"); }
+    }
     this.updateCount();
+    if (this.earlierBtn) this.earlierBtn.addEventListener("click", function () { self.loadEarlier(); });
     if (this.pauseBtn) this.pauseBtn.addEventListener("click", function () { self.setPaused(!self.paused); });
     var clearBtn = root.querySelector('[data-action="clear"]');
     if (clearBtn) clearBtn.addEventListener("click", function () {
@@ -172,6 +179,12 @@
         self.setState("refused", "refused: " + REFUSED[event.code]);
         return;
       }
+      if (self.behind || event.code === FELL_BEHIND) {
+        // Not an outage: the lines are stored, so catch up at once from the last one shown.
+        self.attempt = 0;
+        self.connect();
+        return;
+      }
       if (self.everConnected) self.marker("disconnected; reconnecting…");
       self.scheduleReconnect();
     };
@@ -192,7 +205,8 @@
       this.everConnected = true;
       this.jobs = msg.jobs || {};
       this.setState("live", "live");
-      if (wasConnected) this.marker("reconnected; resumed after line " + this.lastId);
+      if (wasConnected && !this.behind) this.marker("reconnected; resumed after line " + this.lastId);
+      this.behind = false;
       if (msg.notice && !wasConnected) {
         this.marker(msg.notice);
         this.setState("disconnected", "not live");
@@ -203,6 +217,12 @@
       this.append(msg.lines || []);
     } else if (msg.type === "run") {
       this.updateRun(msg.run);
+    } else if (msg.type === "behind") {
+      // The server stopped sending live lines to this socket: close it and resume after the
+      // last line shown (onclose reconnects at once).
+      this.behind = true;
+      this.marker("this view fell behind; catching up from stored lines…");
+      if (this.socket) this.socket.close();
     }
   };
 
@@ -216,6 +236,7 @@
     var li = el("li", "logline lvl-" + level.toLowerCase());
     li.setAttribute("data-id", String(line.id));
     li.setAttribute("data-run", String(line.run));
+    li.setAttribute("data-seq", String(line.seq));
     var time = el("time", null, clock(line.ts));
     time.setAttribute("datetime", line.ts);
     li.appendChild(time);
@@ -254,10 +275,56 @@
     var empty = this.list.querySelector(".logview-empty");
     if (empty) empty.remove();
     this.list.appendChild(fragment);
-    while (this.list.children.length > MAX_LINES) this.list.removeChild(this.list.firstChild);
+    var trimmed = false;
+    while (this.list.children.length > MAX_LINES) { this.list.removeChild(this.list.firstChild); trimmed = true; }
+    if (trimmed && this.earlierBtn) {
+      // The oldest lines left the page to keep it light; they can be fetched again.
+      var first = this.list.querySelector(".logline[data-seq]");
+      if (first) { this.firstSeq = Number(first.getAttribute("data-seq")); this.earlierBtn.hidden = false; }
+    }
     if (this.seen.size > MAX_LINES * 4) this.seen = new Set(Array.prototype.map.call(this.list.children, function (li) { return Number(li.getAttribute("data-id")); }));
     this.updateCount();
     if (!this.paused) this.scrollToEnd();
+  };
+
+  /* "Earlier lines": the page of stored lines before the first one shown (by sequence number). */
+  LogView.prototype.loadEarlier = function () {
+    var self = this;
+    if (!this.earlierUrl || !this.firstSeq || this.loadingEarlier) return;
+    this.loadingEarlier = true;
+    this.earlierBtn.disabled = true;
+    fetch(this.earlierUrl + "?before=" + encodeURIComponent(this.firstSeq), {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" }
+    })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        self.prepend(data.lines || []);
+        self.earlierBtn.hidden = !data.earlier;
+      })
+      .catch(function (err) { self.marker("could not load earlier lines (" + err.message + ")"); })
+      .then(function () { self.loadingEarlier = false; self.earlierBtn.disabled = false; });
+  };
+
+  LogView.prototype.prepend = function (lines) {
+    var fragment = document.createDocumentFragment();
+    for (var i = 0; i < lines.length; i++) {
+      var line = lines[i];
+      if (this.seen.has(line.id)) continue;
+      this.seen.add(line.id);
+      fragment.appendChild(this.lineNode(line));
+    }
+    if (lines.length) this.firstSeq = lines[0].seq;
+    var empty = this.list.querySelector(".logview-empty");
+    if (empty) empty.remove();
+    // Keep the line the reader is looking at where it is.
+    var height = this.list.scrollHeight;
+    this.list.insertBefore(fragment, this.list.firstChild);
+    this.list.scrollTop += this.list.scrollHeight - height;
+    this.updateCount();
   };
 
   /* A heading line where the lines of another run begin: which run, of which configuration. */

@@ -6,6 +6,10 @@
 - ``polite``: sleep ``seconds`` through ``context.sleep`` (returns early when cancelled).
 - ``block``: block the event loop with ``time.sleep(seconds)`` (what plugins must not do).
 - ``stubborn``: sleep ``seconds``, swallowing every cancellation (what plugins must not do either).
+
+With ``record`` set to a file path, every execution first appends one line ``<job> <slot> <run>``
+to it: tests count executions there, not rows (a row per slot is what the unique constraint
+guarantees anyway). ``Control`` is the same plugin under another package, for a second plugin.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class Config(BaseModel):
     seconds: float = Field(0.0, ge=0)
     lines: int = Field(1, ge=0)
     message: str = "probe failure"
+    record: str = ""
 
 
 class Plugin(JobPlugin):
@@ -32,6 +37,11 @@ class Plugin(JobPlugin):
 
     @hookimpl
     async def run(self, config: Config, context: RunContext) -> None:
+        if config.record:
+            slot = context.slot.isoformat() if context.slot else "-"
+            # One short write in append mode: lines of concurrent processes never interleave.
+            with open(config.record, "a", encoding="utf-8") as f:
+                f.write(f"{context.job_id} {slot} {context.run_id}\n")
         for i in range(config.lines):
             context.logger.info(
                 "probe line %d of %d (job %s, run %s)", i + 1, config.lines, context.job_id, context.run_id
@@ -53,3 +63,7 @@ class Plugin(JobPlugin):
         elif config.mode == "block":
             time.sleep(config.seconds)  # deliberately blocks the loop
         context.logger.info("probe done")
+
+
+class Control(Plugin):
+    description = "Engine test probe, registered as a second plugin."

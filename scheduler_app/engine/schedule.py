@@ -1,0 +1,171 @@
+"""The schedule: which job is due when. Pure: no I/O, no clock (every call is given ``now``).
+
+It holds a heap of (next slot, job) and answers three questions:
+
+- ``apply(diff, now)``: the job table changed; add, reschedule or drop jobs. A new job whose
+  latest slot falls after its last save catches that slot up at once (it was missed while no
+  node ran it); older missed slots never run.
+- ``due(now, owns)``: the slots to claim now, of the jobs this node ``owns`` (its share, see
+  ``cluster.Membership``). Missed slots of one job are coalesced into the latest one; a job
+  still running (or with a claim in flight) skips its slot, so it never overlaps itself on this
+  node (the claim's "running anywhere" check covers other nodes).
+- ``take_over(owned_before, owns, now)``: the members changed; the latest slot of each job this
+  node gained is due now (its previous owner may be gone).
+- ``started`` / ``ended`` / ``released``: the bookkeeping of runs and claims in flight.
+
+Slot times come from ``slot_at_or_before`` and ``slot_after`` below: the seam where other kinds
+of schedules (cron, time zones) plug in. Every rule here has a unit test with a fake clock
+(tests/test_engine_schedule.py).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scheduler_app import slots
+from scheduler_app.engine.counters import Counters
+from scheduler_app.jobtable import Diff, JobSpec
+
+
+def slot_at_or_before(spec: JobSpec, now_ms: int) -> int:
+    """The job's latest slot at or before ``now_ms`` (epoch milliseconds)."""
+    return slots.slot_at_or_before(now_ms, spec.id, spec.interval)
+
+
+def slot_after(spec: JobSpec, t_ms: int) -> int:
+    """The job's first slot strictly after ``t_ms``."""
+    return slots.slot_after(t_ms, spec.id, spec.interval)
+
+
+def slots_between(spec: JobSpec, first_ms: int, last_ms: int) -> int:
+    """How many of the job's slots lie in ``[first_ms, last_ms)`` (both on its grid)."""
+    return max(0, (last_ms - first_ms) // (spec.interval * 1000))
+
+
+@dataclass(slots=True)
+class _Entry:
+    spec: JobSpec
+    next_ms: int = 0
+    generation: int = 0
+
+
+class Schedule:
+    def __init__(self, counters: Counters | None = None) -> None:
+        self.counters = counters or Counters()
+        self._jobs: dict[int, _Entry] = {}
+        self._heap: list[tuple[int, int, int]] = []
+        # Generations are unique across entries: a job removed and added again must not match
+        # the heap items its previous entry left behind.
+        self._generations = itertools.count(1)
+        self._running: dict[int, int] = {}  # job id -> run id
+        self._claiming: set[int] = set()  # jobs whose slot waits for (or is in) a claim
+
+    # -- what is scheduled ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def spec(self, job_id: int) -> JobSpec | None:
+        entry = self._jobs.get(job_id)
+        return entry.spec if entry else None
+
+    def next_slot(self, job_id: int) -> int | None:
+        entry = self._jobs.get(job_id)
+        return entry.next_ms if entry else None
+
+    def apply(self, diff: Diff, now_ms: int) -> list[int]:
+        """Apply a job-table diff; return the ids of deleted jobs that are running here (to cancel)."""
+        for spec in diff.upserted:
+            entry = self._jobs.get(spec.id)
+            if entry is None:
+                entry = self._jobs[spec.id] = _Entry(spec)
+                latest = slot_at_or_before(spec, now_ms)
+                # Coalesce downtime: the latest slot due since the job last changed runs now (the
+                # claim loses if some node already ran it); older ones never.
+                self._push(entry, latest if latest >= spec.updated_ms else slot_after(spec, latest))
+            else:
+                old, entry.spec = entry.spec, spec
+                if old.interval != spec.interval:
+                    self._push(entry, slot_after(spec, now_ms))
+        for job_id in diff.removed:
+            self._jobs.pop(job_id, None)
+        return [job_id for job_id in diff.deleted if job_id in self._running]
+
+    def _push(self, entry: _Entry, due_ms: int) -> None:
+        entry.generation = next(self._generations)
+        entry.next_ms = due_ms
+        heapq.heappush(self._heap, (due_ms, entry.spec.id, entry.generation))
+
+    # -- what is due --------------------------------------------------------------------------
+
+    def next_due_ms(self) -> int | None:
+        """When the earliest slot is due (it may belong to a job removed since: a hint)."""
+        return self._heap[0][0] if self._heap else None
+
+    def due(self, now_ms: int, owns: Callable[[int], bool] | None = None) -> list[tuple[JobSpec, int]]:
+        """Pop every slot due at ``now_ms``: ``(spec, slot_ms)`` to claim, at most one per job, of
+        the jobs ``owns`` says are this node's (all when None)."""
+        heap, jobs, counters = self._heap, self._jobs, self.counters
+        out: list[tuple[JobSpec, int]] = []
+        while heap and heap[0][0] <= now_ms:
+            due_ms, job_id, generation = heapq.heappop(heap)
+            entry = jobs.get(job_id)
+            if entry is None or entry.generation != generation:
+                continue  # removed or rescheduled since
+            spec = entry.spec
+            slot_ms = max(slot_at_or_before(spec, now_ms), due_ms)
+            counters.coalesced += slots_between(spec, due_ms, slot_ms)
+            entry.next_ms = slot_after(spec, slot_ms)
+            heapq.heappush(heap, (entry.next_ms, job_id, generation))
+            if owns is not None and not owns(job_id):
+                continue  # another member's share
+            if job_id in self._running or job_id in self._claiming:
+                counters.skipped_overlap += 1
+                continue
+            self._claiming.add(job_id)
+            out.append((spec, slot_ms))
+        counters.due += len(out)
+        return out
+
+    def take_over(
+        self, owned_before: Callable[[int], bool], owns: Callable[[int], bool], now_ms: int
+    ) -> tuple[int, list[tuple[JobSpec, int]]]:
+        """The members changed: return (jobs owned now, the latest slot of each job gained).
+
+        The previous owner may have gone (the slot due meanwhile would be missed) or still be here
+        (the claim finds the slot taken); a job saved after its latest slot waits for its next."""
+        owned, out = 0, []
+        for job_id, entry in self._jobs.items():
+            if not owns(job_id):
+                continue
+            owned += 1
+            if owned_before(job_id) or job_id in self._running or job_id in self._claiming:
+                continue
+            latest = slot_at_or_before(entry.spec, now_ms)
+            if latest >= entry.spec.updated_ms:
+                self._claiming.add(job_id)
+                out.append((entry.spec, latest))
+        self.counters.due += len(out)
+        return owned, out
+
+    # -- runs and claims in flight --------------------------------------------------------------
+
+    def is_running(self, job_id: int) -> bool:
+        return job_id in self._running
+
+    def running_jobs(self) -> set[int]:
+        return set(self._running)
+
+    def released(self, job_ids: list[int]) -> None:
+        """The claims of these jobs' slots are settled (won, lost or failed)."""
+        self._claiming.difference_update(job_ids)
+
+    def started(self, job_id: int, run_id: int) -> None:
+        self._running[job_id] = run_id
+
+    def ended(self, job_id: int, run_id: int) -> None:
+        if self._running.get(job_id) == run_id:
+            del self._running[job_id]

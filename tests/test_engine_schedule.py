@@ -1,0 +1,149 @@
+"""The schedule's rules, in-process with a fake clock (``now`` is an argument): slots,
+catch-up, coalescing, overlap, claims in flight, and applying job-table diffs."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+from scheduler_app import slots
+from scheduler_app.engine.schedule import Schedule, slot_after, slot_at_or_before
+from scheduler_app.jobtable import Diff, JobSpec
+
+T0 = slots.to_ms(slots.ANCHOR) + 1_000_000_000  # an arbitrary moment, on no particular grid
+
+
+def spec(job_id: int = 7, interval: int = 10, updated_ms: int = T0, **fields) -> JobSpec:
+    base = JobSpec(id=job_id, user_id=1, username="alice", plugin_id=1, package="p.x@v1.plugin.Plugin",
+                   interval=interval, timeout=30, config={}, code_version=1, updated_ms=updated_ms)  # fmt: skip
+    return replace(base, **fields)
+
+
+def loaded(*specs: JobSpec, now: int = T0) -> Schedule:
+    schedule = Schedule()
+    schedule.apply(Diff(upserted=list(specs)), now)
+    return schedule
+
+
+def run_through(schedule: Schedule, start: int, end: int, step: int = 100) -> list[tuple[int, int]]:
+    """Due slots as a clock ticking every ``step`` ms would see them, each claim settled at once."""
+    seen = []
+    for now in range(start, end + 1, step):
+        due = schedule.due(now)
+        seen += [(s.id, slot) for s, slot in due]
+        schedule.released([s.id for s, _ in due])
+    return seen
+
+
+def test_a_job_saved_just_now_waits_for_its_next_slot():
+    job = spec()
+    schedule = loaded(job)
+    first = slot_after(job, T0)
+    assert schedule.next_slot(job.id) == first
+    assert schedule.due(first - 1) == []
+    assert schedule.due(first) == [(job, first)]
+
+
+def test_every_slot_runs_once_on_the_grid_while_the_clock_keeps_up():
+    job = spec(interval=1)
+    seen = run_through(loaded(job), T0, T0 + 10_000)
+    assert len(seen) == 10 and len(set(seen)) == 10
+    assert all(slots.is_slot(slot, job.id, 1) for _, slot in seen)
+    assert [b - a for (_, a), (_, b) in itertools.pairwise(seen)] == [1000] * 9
+
+
+def test_a_slot_missed_since_the_last_save_is_caught_up_once_older_ones_never():
+    job = spec(interval=10, updated_ms=T0 - 50_000)  # five slots passed while nobody ran it
+    schedule = loaded(job)
+    latest = slot_at_or_before(job, T0)
+    assert schedule.due(T0) == [(job, latest)]
+    schedule.released([job.id])
+    assert schedule.due(T0 + 1) == []
+    assert schedule.next_slot(job.id) == latest + 10_000
+
+
+def test_a_stalled_clock_coalesces_missed_slots_into_the_latest():
+    job = spec(interval=1)
+    schedule = loaded(job)
+    first = slot_after(job, T0)
+    stalled_until = first + 4_500  # the loop was stuck for 4.5 s: slots first..first+4000 are due
+    assert schedule.due(stalled_until) == [(job, first + 4000)]
+    assert schedule.counters.coalesced == 4
+    assert schedule.next_slot(job.id) == first + 5000
+
+
+def test_a_running_job_skips_its_slots_and_resumes_after_it_ends():
+    job = spec(interval=1)
+    schedule = loaded(job)
+    first = slot_after(job, T0)
+    schedule.due(first)
+    schedule.released([job.id])
+    schedule.started(job.id, run_id=1)
+    assert schedule.due(first + 1000) == [] and schedule.due(first + 2000) == []
+    assert schedule.counters.skipped_overlap == 2
+    schedule.ended(job.id, run_id=1)
+    assert schedule.due(first + 3000) == [(job, first + 3000)]
+
+
+def test_a_slot_whose_claim_is_in_flight_blocks_the_next_one():
+    job = spec(interval=1)
+    schedule = loaded(job)
+    first = slot_after(job, T0)
+    assert schedule.due(first) == [(job, first)]
+    assert schedule.due(first + 1000) == [], "the first claim has not settled"
+    schedule.released([job.id])
+    assert schedule.due(first + 2000) == [(job, first + 2000)]
+
+
+def test_the_end_of_an_older_run_does_not_free_a_newer_one():
+    schedule = loaded(spec())
+    schedule.started(7, run_id=2)
+    schedule.ended(7, run_id=1)
+    assert schedule.is_running(7)
+
+
+def test_many_jobs_due_together_come_out_once_each():
+    jobs = [spec(job_id=i, interval=1) for i in range(1, 501)]
+    seen = run_through(loaded(*jobs), T0, T0 + 3000, step=20)
+    per_job: dict[int, int] = {}
+    for job_id, _slot in seen:
+        per_job[job_id] = per_job.get(job_id, 0) + 1
+    assert set(per_job.values()) == {3}, "each job's three slots in 3 s, none twice"
+    assert len(set(seen)) == len(seen)
+
+
+def test_an_interval_change_moves_the_job_to_its_new_grid():
+    job = spec(interval=1)
+    schedule = loaded(job)
+    changed = replace(job, interval=5)
+    schedule.apply(Diff(upserted=[changed]), T0 + 100)
+    seen = run_through(schedule, T0 + 100, T0 + 20_000)
+    assert len(seen) == 4 and all(slots.is_slot(slot, job.id, 5) for _, slot in seen)
+
+
+def test_a_config_change_keeps_the_slot_and_runs_the_new_spec():
+    job = spec(interval=10)
+    schedule = loaded(job)
+    before = schedule.next_slot(job.id)
+    edited = replace(job, config={"lines": 3})
+    schedule.apply(Diff(upserted=[edited]), T0 + 500)
+    assert schedule.next_slot(job.id) == before
+    assert schedule.due(before) == [(edited, before)]
+
+
+def test_a_removed_job_stops_and_a_re_added_one_does_not_run_twice():
+    job = spec(interval=1)
+    schedule = loaded(job)
+    schedule.apply(Diff(removed=[job.id]), T0 + 10)
+    assert len(schedule) == 0 and run_through(schedule, T0, T0 + 3000) == []
+    # Activated again (a fresh save); the old entry's heap items are still there.
+    schedule.apply(Diff(upserted=[replace(job, updated_ms=T0 + 3000)]), T0 + 3000)
+    seen = run_through(schedule, T0 + 3000, T0 + 6000)
+    assert len(seen) == 3 and len(set(seen)) == 3
+
+
+def test_deleting_a_running_job_asks_to_cancel_it():
+    a, b = spec(job_id=1), spec(job_id=2)
+    schedule = loaded(a, b)
+    schedule.started(1, run_id=10)
+    assert schedule.apply(Diff(removed=[1, 2], deleted=[1, 2]), T0 + 10) == [1]
