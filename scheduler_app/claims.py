@@ -24,7 +24,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from scheduler_app import slots
 from scheduler_app.jobtable import JobSpec, read_rows, spec_from_row
-from scheduler_app.models import JobRun
+from scheduler_app.models import Job, JobRun
 
 CHUNK = 400  # rows per INSERT (11 parameters each; SQLite allows 32,766)
 
@@ -53,6 +53,7 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
     table = ops.quote_name(JobRun._meta.db_table)
     now_db = ops.adapt_datetimefield_value(now)
     with transaction.atomic():
+        claims = [c for c in claims if c.job_id in lock_jobs([c.job_id for c in claims])]
         # This node knows its own running jobs (and may not have flushed the finish of one that
         # just ended); the database tells about the other nodes'.
         busy = set(
@@ -92,6 +93,25 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
     return won
 
 
+def lock_jobs(job_ids: list[int]) -> set[int]:
+    """Lock the jobs' rows for this transaction; return those locked (all of them on SQLite).
+
+    Claims of one job then follow each other, so the "running anywhere" check sees every other
+    node's committed claim: without it two nodes whose views of the division differ for a moment
+    could each claim a different slot of one job and run them side by side. A job another node
+    is claiming right now is left out (SKIP LOCKED: its claim settles it; waiting would let a
+    frozen node's open transaction hold this node up). ``NO KEY UPDATE`` does not conflict with
+    the foreign-key checks of run inserts. SQLite writes one transaction at a time anyway."""
+    if not connection.features.has_select_for_update_skip_locked:
+        return set(job_ids)
+    return set(
+        Job.objects.select_for_update(skip_locked=True, no_key=True)
+        .filter(id__in=job_ids)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ManualClaim:
     run_id: int
@@ -117,13 +137,17 @@ def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: dat
     """Claim queued manual runs by conditional update; skip jobs running anywhere."""
     running_elsewhere = JobRun.objects.filter(job_id=OuterRef("job_id"), status=JobRun.Status.RUNNING)
     won: list[int] = []
+    jobs = dict(JobRun.objects.filter(id__in=run_ids).values_list("id", "job_id"))
     for run_id in run_ids:
-        updated = (
-            JobRun.objects.filter(id=run_id, status=JobRun.Status.QUEUED)
-            .exclude(job_id__in=busy_job_ids)
-            .filter(~Exists(running_elsewhere))
-            .update(status=JobRun.Status.RUNNING, node=node, started_at=now)
-        )
+        with transaction.atomic():
+            if run_id not in jobs or not lock_jobs([jobs[run_id]]):
+                continue
+            updated = (
+                JobRun.objects.filter(id=run_id, status=JobRun.Status.QUEUED)
+                .exclude(job_id__in=busy_job_ids)
+                .filter(~Exists(running_elsewhere))
+                .update(status=JobRun.Status.RUNNING, node=node, started_at=now)
+            )
         if updated == 1:
             won.append(run_id)
     if not won:

@@ -33,6 +33,25 @@ from scheduler_app.models import JobRun, SchedulerNode
 from scheduler_app.streams import RunSnapshot
 
 
+def limit_session(lock_timeout_seconds: float | None = None) -> None:
+    """PostgreSQL: end this connection's transactions left open for a third of LOST_AFTER_SECONDS.
+
+    A transaction is open that long only when the process froze (SIGSTOP, VM pause) in the
+    middle of it; its row locks would hold up the nodes that declare it lost and take its jobs
+    over. With ``lock_timeout_seconds`` a statement also gives up waiting for a lock that long
+    (the heartbeat: a late heartbeat is worse than a failed one, which is retried)."""
+    from django.conf import settings
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    idle_ms = max(500, int(float(settings.SCHEDULER["LOST_AFTER_SECONDS"]) * 1000 / 3))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
+        if lock_timeout_seconds is not None:
+            cursor.execute(f"SET lock_timeout = {max(100, int(lock_timeout_seconds * 1000))}")
+
+
 def make_node_name(configured: str = "") -> str:
     """``host:pid:random``; a configured name gets the pid and random part too, so it stays unique."""
     base = configured or socket.gethostname()

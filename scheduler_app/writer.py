@@ -179,14 +179,22 @@ class Writer:
     def _tune_connection(self) -> None:
         """SQLite: no automatic WAL checkpoints in this thread (the engine checkpoints from its
         reader thread instead). An automatic checkpoint runs inside a commit, copying megabytes and
-        syncing the file while every claim waits behind it: the lag spikes of the benchmark."""
-        if connection.vendor != "sqlite":
-            return
+        syncing the file while every claim waits behind it: the lag spikes of the benchmark.
+
+        PostgreSQL: a transaction this process leaves open while it is frozen (SIGSTOP, a VM
+        pause) is ended by the server (``nodes.limit_session``): its locks would hold up the
+        nodes that take its jobs over."""
         connection.ensure_connection()
-        if connection.connection is not self._tuned:
+        if connection.connection is self._tuned:
+            return
+        if connection.vendor == "sqlite":
             with connection.cursor() as cursor:
                 cursor.execute("PRAGMA wal_autocheckpoint=0")
-            self._tuned = connection.connection
+        else:
+            from scheduler_app.nodes import limit_session
+
+            limit_session()
+        self._tuned = connection.connection
 
     def _flush(self) -> bool:
         batch = self._take()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -87,7 +88,9 @@ class Heartbeat:
     async def _in_own_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobscheduler-heartbeat")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, _atomic_reconnecting(fn), *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, _atomic_reconnecting(fn, self.seconds), *args
+        )
 
     def close(self) -> None:
         if self._executor is not None:
@@ -206,13 +209,21 @@ class Heartbeat:
             log.warning("could not mark node %s stopped: %s", self.node, exc)
 
 
-def _atomic_reconnecting(fn: Callable[..., Any]) -> Callable[..., Any]:
+#: per thread: the connection whose session limits are set
+_limited = threading.local()
+
+
+def _atomic_reconnecting(fn: Callable[..., Any], lock_timeout: float) -> Callable[..., Any]:
     """One transaction per call; a dead connection is dropped so the next call reconnects."""
 
     def call(*args: Any) -> Any:
         from django.db import InterfaceError, OperationalError, connection
 
         try:
+            if connection.connection is None or connection.connection is not getattr(_limited, "connection", None):
+                connection.ensure_connection()
+                nodes.limit_session(lock_timeout)
+                _limited.connection = connection.connection
             with transaction.atomic():
                 return fn(*args)
         except (OperationalError, InterfaceError):
