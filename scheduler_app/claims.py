@@ -53,7 +53,8 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
     table = ops.quote_name(JobRun._meta.db_table)
     now_db = ops.adapt_datetimefield_value(now)
     with transaction.atomic():
-        claims = [c for c in claims if c.job_id in lock_jobs([c.job_id for c in claims])]
+        locked = lock_jobs([c.job_id for c in claims])
+        claims = [c for c in claims if c.job_id in locked]
         # This node knows its own running jobs (and may not have flushed the finish of one that
         # just ended); the database tells about the other nodes'.
         busy = set(

@@ -142,6 +142,42 @@ def test_runs_of_a_silent_node_are_marked_lost(alice):
     assert SchedulerNode.objects.get(name="alive:2:y").stopped_at == now
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_job_another_node_is_claiming_right_now_is_left_to_it(alice):
+    """Claims of one job follow each other (its row is locked): on PostgreSQL a job whose row
+    another transaction holds is skipped, so two nodes never claim two slots of it at once."""
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "postgresql":
+        assert claims.lock_jobs([1, 2]) == {1, 2}, "SQLite writes one transaction at a time: nothing to lock"
+        return
+    busy, free = probe_job(alice, probe_plugin(), activate=False), None
+    free = probe_job(alice, Plugin.objects.get(), activate=False)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_node() -> None:
+        with transaction.atomic():
+            claims.lock_jobs([busy.pk])
+            holding.set()
+            release.wait(10)
+        connections.close_all()
+
+    thread = threading.Thread(target=other_node)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        slot = slots.slot_after(slots.to_ms(timezone.now()), busy.pk, 1)
+        won = claims.claim_slots(
+            "a", [claims.SlotClaim(busy.pk, slot, "p"), claims.SlotClaim(free.pk, slot, "p")], timezone.now()
+        )
+    finally:
+        release.set()
+        thread.join(10)
+    assert list(won) == [(free.pk, slot)]
+
+
 def test_a_finish_is_not_written_over_a_run_marked_lost(alice):
     job = probe_job(alice, probe_plugin(), activate=False)
     run = _running(services.run_now(job), "paused:1:x")
