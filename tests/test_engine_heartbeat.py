@@ -84,6 +84,21 @@ async def test_heartbeats_keep_the_lease_and_silence_fences_the_node_once():
     assert world.heartbeat.node == ME
 
 
+async def test_a_heartbeat_sent_before_a_pause_and_answered_after_it_keeps_the_node_fenced():
+    world = World()
+    await world.heartbeat.register()
+    sent_at = world.now
+
+    async def frozen_during_the_write(fn, *args):
+        world.now += 15  # the process froze while the heartbeat was on its way
+        return await FakeDatabase.__call__(world.db, fn, *args)
+
+    world.heartbeat._call = frozen_during_the_write
+    await world.heartbeat.beat()
+    assert world.heartbeat.lease.renewed_at == sent_at
+    assert not world.heartbeat.may_act() and len(world.fences) == 1
+
+
 async def test_a_node_declared_lost_cancels_its_runs_and_rejoins_under_a_new_name():
     world = World()
     await world.heartbeat.register()

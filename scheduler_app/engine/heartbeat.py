@@ -118,7 +118,8 @@ class Heartbeat:
             await self.rejoin(node)
             return
         self.lease.renewed(sent)
-        if self.fenced:
+        # A heartbeat sent before a pause and answered after it renews nothing: still fenced.
+        if self.fenced and self.lease.valid(self.monotonic()):
             self.fenced = False
             log.warning("node %s: heartbeats get through again; claiming again", node)
         before = copy.copy(self.membership)
