@@ -624,6 +624,7 @@ class SchedulerNodeAdmin(ReadOnlyAdmin):
         "scheduled_jobs",
         "started_at",
         "stopped_at",
+        "lost_at",
         "hostname",
         "pid",
     ]
