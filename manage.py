@@ -22,8 +22,18 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+#: Commands that serve users or check a deployment: they need a real SECRET_KEY (or DEBUG=true).
+SERVING_COMMANDS = {"serve", "runscheduler", "runserver", "check", "daphne"}
+
+
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobscheduler.settings")
+    import jobscheduler.env
+
+    # Every other command (startplugin, runplugin, migrate, shell...) works from a checkout
+    # without exporting anything; production still cannot serve without a real key.
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "help")
+    jobscheduler.env.ONE_SHOT_COMMAND = command not in SERVING_COMMANDS
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line

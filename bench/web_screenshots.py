@@ -28,6 +28,11 @@ SHOTS = [
     "dashboard.png",
     "run-history.png",
     "run-page.png",
+    "phone-dashboard.png",
+    "phone-plugin-page.png",
+    "admin-runs.png",
+    "admin-plugins.png",
+    "admin-run.png",
 ]
 ARGS = [
     "--no-sandbox",
@@ -132,6 +137,34 @@ def shoot(base: str) -> None:
         badge.click()
         expect(page.locator(".traceback")).to_be_visible()
         page.screenshot(path=OUT / "run-page.png", full_page=True)
+        run_url = page.url
+
+        # A phone (390 x 844, as an iPhone 12-15 shows pages): the same pages, nothing sideways.
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+        small = phone.new_page()
+        small.goto(f"{base}/accounts/login/")
+        small.fill("#id_username", "alice")
+        small.fill("#id_password", "alice")
+        small.click("form.stack button[type=submit]")
+        small.wait_for_url(f"{base}/")
+        small.screenshot(path=OUT / "phone-dashboard.png")
+        small.goto(f"{base}/plugins/1/")
+        expect(small.locator(".logview-state")).to_have_text("live")
+        small.screenshot(path=OUT / "phone-plugin-page.png")
+        phone.close()
+
+        # The operators' admin at 1280 px: lists fit, times have seconds.
+        admin = browser.new_page(viewport={"width": 1280, "height": 800})
+        admin.goto(f"{base}/admin/login/")
+        admin.fill("#id_username", "admin")
+        admin.fill("#id_password", "admin")
+        admin.click("input[type=submit]")
+        admin.goto(f"{base}/admin/scheduler_app/jobrun/")
+        admin.screenshot(path=OUT / "admin-runs.png")
+        admin.goto(f"{base}/admin/scheduler_app/plugin/")
+        admin.screenshot(path=OUT / "admin-plugins.png")
+        admin.goto(f"{base}/admin/scheduler_app/jobrun/{run_url.rstrip('/').split('/')[-1]}/change/")
+        admin.screenshot(path=OUT / "admin-run.png")
         browser.close()
 
 

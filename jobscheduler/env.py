@@ -14,6 +14,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+#: The key DEBUG and one-shot commands use when SECRET_KEY is unset; never good for serving.
+DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production-0123456789"
+
+#: Set by manage.py before the settings load: True for commands that serve nobody (startplugin,
+#: runplugin, migrate...), which may then run from a checkout without SECRET_KEY. A module
+#: variable, not an environment variable, so no process started from here inherits it.
+ONE_SHOT_COMMAND = False
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -78,6 +86,14 @@ def parse_database_url(url: str, *, base_dir: Path, var: str = "DB_CONNECTION") 
         if parts.netloc or not parts.path or parts.path == "/":
             raise ImproperlyConfigured(f"{var}={url!r}: expected {form}")
         raw_path = unquote(parts.path[1:])  # sqlite:///x.db -> "x.db"; sqlite:////abs -> "/abs"
+        if raw_path == ":memory:" or "mode=memory" in parts.query:
+            # Every connection (web threads, the scheduler's writer) would get its own empty
+            # database: a login page over no tables. Refuse instead of serving that.
+            raise ImproperlyConfigured(
+                f"{var}={url!r}: an in-memory database is not supported (each connection would see its "
+                "own empty database); use a file, e.g. sqlite:///demo.db (./dev.sh run migrates it and "
+                "loads the demo data)"
+            )
         path = Path(raw_path)
         if not path.is_absolute():
             path = base_dir / path
@@ -145,12 +161,20 @@ def process_kind(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -
             raise ImproperlyConfigured(f"JOBSCHEDULER_PROCESS={raw!r}: expected one of {', '.join(PROCESS_KINDS)}")
         return raw
     program = Path(argv[0]) if argv else Path()
-    if program.name in {"manage.py", "django-admin"} or program.parent.name == "django":  # python -m django
+    if program.name == "__main__.py":  # python -m daphne, python -m django...
+        program = program.parent
+    if program.name in {"manage.py", "django-admin", "django"}:
         command = argv[1] if len(argv) > 1 else ""
         return "scheduler" if command == "runscheduler" else "web" if command == "serve" else "command"
     if program.name in ASGI_SERVERS:
         return "web"
     return "command"
+
+
+#: The most connections a scheduler engine keeps (one per thread that touches the database:
+#: writer, reader, plugin loader, start-up; 3 measured under load). The sizing rule in
+#: docs/deployment.md and an embedded scheduler's share of a web pool use it.
+SCHEDULER_CONNECTIONS = 4
 
 
 class PoolSize(TypedDict):

@@ -13,7 +13,10 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from jobscheduler import env as env_module
 from jobscheduler.env import (
+    DEVELOPMENT_SECRET_KEY,
+    SCHEDULER_CONNECTIONS,
     PoolSize,
     connections_for_process,
     env_bool,
@@ -31,12 +34,23 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEBUG = env_bool("DEBUG", False)
 
 SECRET_KEY = env_str("SECRET_KEY")
+#: True when SECRET_KEY is the built-in development key (the secret box refuses to encrypt with it in production).
+SECRET_KEY_IS_DEVELOPMENT = not SECRET_KEY
 if not SECRET_KEY:
-    if not DEBUG:
+    # Serving (serve, runscheduler, the ASGI app, check) needs a real key unless DEBUG is on;
+    # one-shot commands from a checkout (startplugin, runplugin, migrate...) do not sign anything
+    # a browser keeps, so manage.py lets them run with the development key (env.ONE_SHOT_COMMAND).
+    if not DEBUG and not env_module.ONE_SHOT_COMMAND:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set: set SECRET_KEY to a long random string (or DEBUG=true for a development key)"
         )
-    SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production-0123456789"
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
+
+# Old keys still accepted while sessions (and secrets sealed with a derived key) move to the new one.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
+# Fernet keys for secrets in job configs (first encrypts, all decrypt); unset: derived from
+# SECRET_KEY and SECRET_KEY_FALLBACKS. Rotation: docs/operations.md, scheduler_app/secretbox.py.
+CONFIG_SECRET_KEYS = env_list("CONFIG_SECRET_KEYS", [])
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -83,6 +97,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # A faster `date` filter with Django's output (scheduler_app/templatetags/fast_dates.py).
+            "builtins": ["scheduler_app.templatetags.fast_dates"],
         },
     },
 ]
@@ -135,6 +151,8 @@ AUTH_PASSWORD_VALIDATORS = [
 FIXTURE_DIRS = [BASE_DIR / "fixtures"]
 
 LOGIN_URL = "login"
+# How often an open live log re-checks its login session (a logout elsewhere closes it with 4401).
+LIVE_LOG_SESSION_CHECK_SECONDS = env_float("LIVE_LOG_SESSION_CHECK_SECONDS", 3.0, minimum=0.5)
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -149,6 +167,8 @@ except Exception:
         f"TIME_ZONE={TIME_ZONE!r}: expected an IANA time zone name such as UTC or Europe/Paris"
     ) from None
 USE_I18N = True
+# Times with seconds everywhere (the admin's lists too): runs 10 s apart must not look the same.
+FORMAT_MODULE_PATH = ["jobscheduler.formats"]
 USE_TZ = True
 
 STATIC_URL = "static/"
@@ -204,6 +224,11 @@ SCHEDULER: dict[str, Any] = {
     "EMBEDDED": env_bool("SCHEDULER_EMBEDDED", False),
     "NODE_NAME": env_str("SCHEDULER_NODE_NAME"),
 }
+
+# An embedded scheduler's threads keep their connections for the life of the web process: give
+# them room on top of the requests' pool, or they would hold most of it.
+if SCHEDULER["EMBEDDED"] and "pool" in DATABASES["default"]["OPTIONS"]:
+    DATABASES["default"]["OPTIONS"]["pool"]["max_size"] += SCHEDULER_CONNECTIONS
 
 # A node is declared dead after LOST_AFTER seconds without a heartbeat: with less than two
 # heartbeats in that window, one late heartbeat would mark a live node's runs lost.

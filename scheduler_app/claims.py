@@ -3,7 +3,8 @@
 Scheduled slots: every node inserts a ``running`` ``JobRun`` for each due (job, slot) in one
 multi-row ``INSERT .. ON CONFLICT (job_id, slot) DO NOTHING RETURNING id, job_id``; the
 unique constraint decides, and the returned rows are exactly the claims this node won (one
-statement per batch, on SQLite >= 3.35 and PostgreSQL alike). A job with a run still
+statement per batch, on SQLite >= 3.35 and PostgreSQL alike; raw DB-API statements, as the
+writer's, because this runs tens of times a second). A job with a run still
 ``running`` on another node is left out, so a job never overlaps itself across nodes either
 (the engine skips the jobs it runs itself before asking).
 
@@ -25,6 +26,7 @@ from django.db.models import Exists, OuterRef, Q
 from scheduler_app import slots
 from scheduler_app.jobtable import JobSpec, read_rows, spec_from_row
 from scheduler_app.models import Job, JobRun
+from scheduler_app.writer import datetime_adapter, raw_cursor
 
 CHUNK = 400  # rows per INSERT (11 parameters each; SQLite allows 32,766)
 
@@ -49,48 +51,40 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
             latest[claim.job_id] = claim
     claims = list(latest.values())
     won: dict[tuple[int, int], int] = {}
-    ops = connection.ops
-    table = ops.quote_name(JobRun._meta.db_table)
-    now_db = ops.adapt_datetimefield_value(now)
-    with transaction.atomic():
+    table = connection.ops.quote_name(JobRun._meta.db_table)
+    to_db = datetime_adapter()
+    now_db = to_db(now)
+    running, scheduled = JobRun.Status.RUNNING.value, JobRun.Trigger.SCHEDULE.value
+    with transaction.atomic(), raw_cursor() as (cursor, p):
         locked = lock_jobs([c.job_id for c in claims])
         claims = [c for c in claims if c.job_id in locked]
         # This node knows its own running jobs (and may not have flushed the finish of one that
         # just ended); the database tells about the other nodes'.
-        busy = set(
-            JobRun.objects.filter(status=JobRun.Status.RUNNING, job_id__in=[c.job_id for c in claims])
-            .exclude(node=node)
-            .values_list("job_id", flat=True)
-            .order_by()
-        )
+        busy: set[int] = set()
+        for start in range(0, len(claims), CHUNK):
+            ids = [c.job_id for c in claims[start : start + CHUNK]]
+            cursor.execute(
+                f"SELECT job_id FROM {table} WHERE status = {p} AND node <> {p} "
+                f"AND job_id IN ({', '.join([p] * len(ids))})",
+                [running, node, *ids],
+            )
+            busy.update(row[0] for row in cursor.fetchall())
         todo = [c for c in claims if c.job_id not in busy]
-        with connection.cursor() as cursor:
-            for start in range(0, len(todo), CHUNK):
-                chunk = todo[start : start + CHUNK]
-                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-                params: list[Any] = []
-                for c in chunk:
-                    params += [
-                        c.job_id,
-                        ops.adapt_datetimefield_value(slots.to_datetime(c.slot_ms)),
-                        JobRun.Trigger.SCHEDULE.value,
-                        JobRun.Status.RUNNING.value,
-                        node,
-                        c.package,
-                        now_db,
-                        now_db,
-                        "",
-                        "",
-                        0,
-                    ]
-                cursor.execute(
-                    f"INSERT INTO {table} (job_id, slot, trigger, status, node, plugin_package, created_at, "
-                    f"started_at, error, traceback, log_count) VALUES {values} "
-                    "ON CONFLICT (job_id, slot) DO NOTHING RETURNING id, job_id",
-                    params,
-                )
-                for run_id, job_id in cursor.fetchall():
-                    won[(job_id, latest[job_id].slot_ms)] = run_id
+        row = f"({', '.join([p] * 11)})"
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start : start + CHUNK]
+            params: list[Any] = []
+            for c in chunk:
+                slot = to_db(slots.to_datetime(c.slot_ms))
+                params += [c.job_id, slot, scheduled, running, node, c.package, now_db, now_db, "", "", 0]
+            cursor.execute(
+                f"INSERT INTO {table} (job_id, slot, trigger, status, node, plugin_package, created_at, "
+                f"started_at, error, traceback, log_count) VALUES {', '.join([row] * len(chunk))} "
+                "ON CONFLICT (job_id, slot) DO NOTHING RETURNING id, job_id",
+                params,
+            )
+            for run_id, job_id in cursor.fetchall():
+                won[(job_id, latest[job_id].slot_ms)] = run_id
     return won
 
 

@@ -28,7 +28,9 @@ What the field does:
   ``error_map`` and listed above the widget; a load error of the plugin's code refuses saving.
 - Secrets (``SecretStr``) are never sent to the browser: every value rendered goes through
   ``prepare_value``, which blanks them. A blank secret submitted means "unchanged": the value
-  in ``stored`` is kept (so a secret cannot be cleared from the form; set another one).
+  in ``stored`` is kept; ``secret_states`` tells the page which secrets are set, and
+  ``clear_secrets`` (the page's Clear checkboxes) forgets a stored one so it can be cleared.
+  Stored secrets are encrypted (``secretbox``); validation decrypts them for Pydantic.
 - ``""`` in an ``Optional`` field is submitted as ``None``.
 - A plugin whose code does not load renders a plain JSON textarea with the load error as
   help text, and refuses to save: never a 500.
@@ -41,6 +43,8 @@ Pages outside the admin must put ``{{ form.media }}`` in the page, and should de
 from __future__ import annotations
 
 import copy
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
@@ -115,6 +119,35 @@ def _schema_defaults(schema: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+@dataclass
+class SecretState:
+    """One secret of a stored config: where it is (a JSON list), its label, and whether a value is set."""
+
+    path: str
+    label: str
+    is_set: bool
+
+
+def clear_secrets(field: ConfigField, paths: list[str]) -> None:
+    """Forget the stored values at ``paths`` (JSON lists) so a blank submission clears them."""
+    for raw in paths:
+        try:
+            path = json.loads(raw)
+        except ValueError:
+            continue
+        node = field.stored
+        for key in path[:-1] if isinstance(path, list) else []:
+            node = node[key] if isinstance(node, (dict, list)) and _has(node, key) else None
+        if isinstance(path, list) and path and isinstance(node, (dict, list)) and _has(node, path[-1]):
+            node[path[-1]] = None
+
+
+def _has(node: Any, key: Any) -> bool:
+    if isinstance(node, dict):
+        return key in node
+    return isinstance(key, int) and 0 <= key < len(node)
+
+
 class ConfigField(JSONFormField):
     """A job config edited with django-jsonform and validated by the plugin's Pydantic Config.
 
@@ -132,8 +165,15 @@ class ConfigField(JSONFormField):
         except PluginLoadError as exc:
             self.load_error = str(exc)
             self.schema = {"type": "object", "properties": {}}
+        #: The secrets of the stored config, for the page to say which are set (and offer Clear).
+        self.secret_states: list[SecretState] = []
         if self.stored:
             jsonform_schema.hint_kept_secrets(self.schema)
+            for path in jsonform_schema.secret_paths(self.schema, self.stored):
+                value = jsonform_schema._get(self.stored, path)
+                self.secret_states.append(
+                    SecretState(json.dumps(list(path)), _label(self.schema, path), value not in (None, ""))
+                )
         # An empty config ({}) is valid for a plugin without settings; Pydantic decides.
         kwargs.setdefault("required", False)
         kwargs.setdefault("label", "Configuration")
@@ -188,11 +228,13 @@ class ConfigField(JSONFormField):
         self.validate(data)
         if data in (None, ""):
             data = {}
-        if isinstance(data, dict):
-            data = jsonform_schema.prepare_submission(self.schema, data, self.stored)
         from scheduler_app import services
 
         try:
+            if isinstance(data, dict):
+                # The storable check first: the widget's helpers walk the data recursively.
+                config_input.check_storable(data)
+                data = jsonform_schema.prepare_submission(self.schema, data, self.stored)
             return services.validate_config(self.plugin, data)
         except ConfigValidationError as exc:
             errors = [(e.loc, e.message) for e in exc.errors]
@@ -211,6 +253,12 @@ class ConfigField(JSONFormField):
 
 def _describe(schema: dict[str, Any], loc: tuple[Any, ...], message: str) -> str:
     """``Alerting → Threshold: Input should be ...`` (labels as the widget shows them)."""
+    where = _label(schema, loc)
+    return f"{where}: {message}" if where else message
+
+
+def _label(schema: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    """``Alerting → Threshold``: the place ``loc`` in the words the widget shows."""
     defs = schema.get("$defs", {})
     labels: list[str] = []
     node: dict[str, Any] = schema
@@ -224,5 +272,4 @@ def _describe(schema: dict[str, Any], loc: tuple[Any, ...], message: str) -> str
             node = target.get("properties", {}).get(key) or target.get("additionalProperties") or {}
             labels.append(str(node.get("title") or key) if key in target.get("properties", {}) else str(key))
     labels.extend(str(r) for r in rest)
-    where = " → ".join(labels)
-    return f"{where}: {message}" if where else message
+    return " → ".join(labels)

@@ -5,12 +5,14 @@ stream and process, shared encoding, per-socket bounded queues, gap repair) is `
 
 Order on connect matters:
 1. authenticate and authorise (``access.can_view``: the owner, or a user allowed to read all)
-   *before* joining any group; a refused socket is accepted only to be closed at once with a code the browser can show
-   (4401 not logged in, 4403 not allowed, 4404 no such plugin), so it stops retrying;
+   *before* subscribing to anything; a refused socket is accepted only to be closed at once
+   with a code the browser can show (4401 not logged in, 4403 not allowed, 4404 no such
+   plugin), so it stops retrying;
 2. join the stream's feed, *then* read the backlog from the database: a line persisted in
    between is both replayed and relayed, and the viewer drops the duplicate by id, so there
    is no gap;
-3. relay ``log.lines`` and ``run.status`` group messages (shapes in ``streams.py``).
+3. relay ``log.lines`` and ``run.status`` messages (shapes in ``streams.py``; carried by
+   ``live_bus.py``).
 
 Messages to the browser: ``{"type": "hello", "jobs": {id: label}, "runs": [...]}``,
 ``{"type": "lines", "lines": [...], "replay": bool}``, ``{"type": "run", "run": {...}}`` and
@@ -32,6 +34,7 @@ from django.conf import settings
 from scheduler_app import access, live_hub, selectors, socket_flow, streams
 from scheduler_app.live_hub import CLOSE_FELL_BEHIND as CLOSE_FELL_BEHIND
 from scheduler_app.models import Plugin
+from scheduler_app.session_watch import SessionWatch
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -99,8 +102,9 @@ def _backlog(plugin_id: int, user_id: int, after: int | None, run_id: int | None
 class LogConsumer(AsyncJsonWebsocketConsumer):
     # No channel of its own: one more channel-layer reader per socket would cost a Redis round
     # trip per message; live frames come through the process's feed (live_hub) instead.
-    channel_layer_alias = None  # type: ignore[assignment]
+    channel_layer_alias = None
     group: str | None = None
+    session_watch: SessionWatch | None = None
     viewer: live_hub.Viewer | None = None
 
     async def connect(self) -> None:
@@ -132,6 +136,9 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         self.group = streams.log_group_name(plugin_id, user_id)
         await live_hub.hub_for(get_channel_layer()).join(self.group, self.viewer)
         await self.accept()
+        # Logging out (in any tab) ends this stream within a few seconds: closed with 4401.
+        self.session_watch = SessionWatch(self)
+        self.session_watch.start()
         # Live frames queue in the viewer until start(), so everything relayed comes after the backlog.
         context, lines = await _backlog(plugin_id, user_id, after, run_filter)
         hello = {"type": "hello", "jobs": context["jobs"], "runs": context["runs"]}
@@ -154,7 +161,8 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
     async def _replay(self, lines: list[dict[str, Any]]) -> None:
         assert self.viewer is not None
         self.viewer.note_replay(lines)
-        await self.send_json({"type": "lines", "lines": lines, "replay": True})
+        for part in live_hub.by_size(lines):
+            await self.send_json({"type": "lines", "lines": part, "replay": True})
 
     async def _refuse(self, code: int) -> None:
         # Accept-then-close: closing before accept() is an HTTP 403 in which the browser sees no code.
@@ -168,6 +176,8 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
+        if self.session_watch is not None:
+            self.session_watch.stop()
         if self.group is not None and self.viewer is not None:
             await live_hub.hub_for(get_channel_layer()).leave(self.group, self.viewer)
 

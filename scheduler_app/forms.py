@@ -7,12 +7,13 @@ the widget's ``error_map`` so each message shows under the input it is about.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from django import forms
 
 from scheduler_app import jsonform_schema
-from scheduler_app.config_forms import ConfigField, initial_config
+from scheduler_app.config_forms import ConfigField, clear_secrets, initial_config
 from scheduler_app.models import Plugin
 from scheduler_app.plugin_host import ConfigValidationError
 
@@ -43,6 +44,20 @@ class JobForm(forms.Form):
         )
         if readonly:
             self.fields["description"].disabled = True
+        if self.is_bound and not readonly:
+            # The page's "Clear" boxes: forget those stored secrets before the config is cleaned.
+            getlist = getattr(self.data, "getlist", None)  # a QueryDict from a request; a dict in tests
+            ticked = getlist(self.add_prefix("clear_secret")) if getlist else []
+            clear_secrets(cast(ConfigField, self.fields["config"]), ticked)
+
+    @property
+    def has_required(self) -> bool:
+        """Whether any input of the config is required (the page then explains the * marker)."""
+        return '"required"' in json.dumps(cast(ConfigField, self.fields["config"]).schema)
+
+    @property
+    def secret_states(self) -> list[Any]:
+        return cast(ConfigField, self.fields["config"]).secret_states
 
     def add_config_errors(self, exc: ConfigValidationError) -> None:
         """Show errors the service layer found (normally the field already caught them)."""

@@ -1,39 +1,42 @@
-"""The live-log fan-out: one channel-layer subscription per stream and process, many viewers.
+"""The live-log fan-out: one subscription per stream and process, many viewers.
 
 A web process may have a hundred sockets watching one stream. If every socket had its own
 channel, one published batch would become a hundred channel-layer messages (a hundred Redis
-writes and reads), a hundred decodes and a hundred JSON encodings. Here a process joins each
-stream's group ONCE (a ``StreamFeed`` with its own channel), and each batch that arrives is
-decoded once, described once (``Frame``: ids, runs, sequence ranges) and encoded once; every
-local ``Viewer`` then sends the same text, unless it must filter (a one-run view, lines it
+writes and reads), a hundred decodes and a hundred JSON encodings. Here a process subscribes
+to each stream ONCE (a ``StreamFeed``, on the carrier of ``live_bus.py``), and each batch
+that arrives is decoded once, described once (``Frame``: ids, runs, sequence ranges) and
+encoded once; every local ``Viewer`` then sends the same text (under daphne the same
+websocket bytes, ``socket_flow.py``), unless it must filter (a one-run view, lines it
 already got in its replay) or repair a gap.
 
 Each viewer has a bounded queue drained by its own task, so a slow socket never holds up the
 feed or the other viewers. A viewer whose queue passes ``max_queued_bytes`` (a backgrounded
 tab, a bad network) is dropped from the live stream: it is sent ``{"type": "behind"}`` (and
-closed with ``CLOSE_FELL_BEHIND`` if it does not close by itself); the browser reconnects with ``?after=<last id it showed>``
-and catches up from the database, like after any reconnect. Memory per viewer is therefore
-bounded by the queue, plus what the server buffers for the socket (see ``socket_flow.py``).
+closed with ``CLOSE_FELL_BEHIND`` if it does not close by itself); the browser reconnects
+with ``?after=<last id it showed>`` and catches up from the database, like after any
+reconnect. Memory per viewer is therefore bounded by the queue, plus what the server
+buffers for the socket (see ``socket_flow.py``).
 
 The same code runs with the in-memory channel layer (``./dev.sh run``: one process, no
-Redis) and with Redis (any number of web processes; each joins the group once).
+Redis) and with Redis (any number of web processes; each subscribes once per stream).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-log = logging.getLogger("scheduler_app.live_hub")
+from scheduler_app import live_bus
 
 #: Close code telling the browser it fell behind and should resume from the database.
 CLOSE_FELL_BEHIND = 4429
+#: Largest websocket message sent for a replay (daphne's default limit is 1 MiB, both ways).
+MAX_MESSAGE_BYTES = 512 * 1024
 #: Seconds a viewer told it fell behind has to close by itself before it is closed.
 BEHIND_GRACE = 10.0
 #: Frames a viewer may hold unsent before it is told it fell behind (bytes of encoded text).
@@ -44,8 +47,6 @@ DEDUP_SECONDS = 30.0
 TRACKED_RUNS = 1000
 #: How often a viewer whose socket buffer is full checks whether it drained (seconds).
 FLOW_POLL = 0.05
-#: Pause before a feed retries after its channel layer failed (seconds).
-RECEIVE_RETRY = 1.0
 
 Gap = tuple[int, int, int]  # (run, first missing seq, next seq present)
 SendText = Callable[[str], Awaitable[None]]
@@ -117,6 +118,21 @@ def text_frame(text: str) -> bytes:
     else:
         header = bytes((0x81, 127)) + size.to_bytes(8, "big")
     return header + payload
+
+
+def by_size(lines: list[dict[str, Any]], limit: int = MAX_MESSAGE_BYTES) -> list[list[dict[str, Any]]]:
+    """``lines`` cut into runs whose messages stay under ``limit`` bytes (daphne refuses larger ones)."""
+    parts: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for line in lines:
+        # the message dominates; ~120 bytes for the other fields, escapes make it at most 6x
+        cost = 120 + 6 * len(line["message"]) if not line["message"].isascii() else 160 + len(line["message"])
+        if parts[-1] and size + cost > limit:
+            parts.append([])
+            size = 0
+        parts[-1].append(line)
+        size += cost
+    return parts
 
 
 class _Repair:
@@ -355,50 +371,12 @@ class Viewer:
 
 
 class StreamFeed:
-    """One group's subscription in this process: a channel joined to the group, one reader task."""
+    """One stream's subscription in this process (on the bus of ``live_bus.py``) and its viewers."""
 
-    def __init__(self, layer: Any, group: str) -> None:
-        self.layer = layer
+    def __init__(self, group: str) -> None:
         self.group = group
-        self.channel = ""
         self.viewers: list[Viewer] = []
         self.frames = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        self.channel = await self.layer.new_channel()
-        await self.layer.group_add(self.group, self.channel)
-        self._task = asyncio.get_running_loop().create_task(self._reader(), name=f"live feed {self.group}")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        try:
-            await self.layer.group_discard(self.group, self.channel)
-        except Exception as exc:  # Redis down: the membership expires by itself
-            log.warning("leaving %s failed: %s: %s", self.group, type(exc).__name__, exc)
-
-    async def _reader(self) -> None:
-        failing = False
-        while True:
-            try:
-                message = await self.layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not failing:
-                    log.warning(
-                        "live feed %s: the channel layer failed (%s: %s); retrying",
-                        self.group,
-                        type(exc).__name__,
-                        exc,
-                    )
-                failing = True
-                await asyncio.sleep(RECEIVE_RETRY)
-                continue
-            failing = False
-            self.dispatch(message)
 
     def dispatch(self, message: dict[str, Any]) -> None:
         if message.get("type") not in ("log.lines", "run.status"):
@@ -414,6 +392,7 @@ class LiveHub:
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
+        self.bus = live_bus.bus_for(layer)
         self.feeds: dict[str, StreamFeed] = {}
         self._lock = asyncio.Lock()
 
@@ -421,8 +400,8 @@ class LiveHub:
         async with self._lock:
             feed = self.feeds.get(group)
             if feed is None:
-                feed = StreamFeed(self.layer, group)
-                await feed.open()
+                feed = StreamFeed(group)
+                await self.bus.subscribe(group, feed.dispatch)
                 self.feeds[group] = feed
             feed.viewers.append(viewer)
             return feed
@@ -436,7 +415,7 @@ class LiveHub:
             feed.viewers.remove(viewer)
             if not feed.viewers:
                 del self.feeds[group]
-                await feed.close()
+                await self.bus.unsubscribe(group)
 
 
 _HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveHub] = weakref.WeakKeyDictionary()

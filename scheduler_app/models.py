@@ -107,10 +107,8 @@ class Job(models.Model):
         """Seconds a run may take (``JobQuerySet.with_effective_timeout`` says how)."""
         if self.pk is None:
             raise ValueError("an unsaved job has no effective timeout yet")
-        seconds: int = (
-            Job.objects.with_effective_timeout().values_list("effective_timeout_seconds", flat=True).get(pk=self.pk)
-        )
-        return seconds
+        job = Job.objects.with_effective_timeout().only("pk").get(pk=self.pk)
+        return int(job.effective_timeout_seconds)  # type: ignore[attr-defined]  # an annotation
 
 
 class JobRun(models.Model):

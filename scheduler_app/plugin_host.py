@@ -25,8 +25,10 @@ plugin. Loading errors become ``PluginLoadError`` with a message an operator can
 (package, what failed, file and line, where it looked); config errors become
 ``ConfigValidationError`` with one entry per offending field.
 
-All state is behind one re-entrant lock: the engine calls in from worker threads and the
-event loop. ``JOBSCHEDULER_TRACE_PLUGINS=1`` logs every hook call (logger
+All state is behind one re-entrant lock, for the threads of web processes and commands. The
+scheduler engine never calls in from its event loop: its registry (``engine/registry.py``,
+one object per engine) calls ``get_plugin`` from its own loader thread and keeps the outcome
+per code version for the loop. ``JOBSCHEDULER_TRACE_PLUGINS=1`` logs every hook call (logger
 ``scheduler_app.plugins.trace``).
 """
 
@@ -51,7 +53,7 @@ import pluggy
 from pluggy import HookImpl, Result
 from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 
-from scheduler_app import hookspecs
+from scheduler_app import hookspecs, secretbox
 from scheduler_app.contract import PROJECT_NAME, RunContext
 
 logger = logging.getLogger("scheduler_app.plugins")
@@ -129,6 +131,10 @@ class LoadedPlugin:
     def validate(self, raw: dict[str, Any]) -> BaseModel:
         """Validate ``raw`` through the plugin's ``config`` hook (raises ConfigValidationError)."""
         require_object(raw)
+        try:
+            raw = secretbox.reveal(raw)  # stored secrets are encrypted; the plugin gets the value
+        except secretbox.SecretDecryptError as exc:
+            raise ConfigValidationError([FieldError((), str(exc))]) from exc
         try:
             model = self.manager.hook.config(raw=raw)
         except ValidationError as exc:
@@ -477,8 +483,7 @@ def validate_config(package: str, raw: dict[str, Any], code_version: int | None 
     """Validate ``raw`` for the plugin and return the normalised JSON object to store.
 
     ``code_version`` (``Plugin.code_version``) makes a process that missed a reload (a web
-    worker) pick the new code up first. Secrets are stored as their real value (the JSON
-    dump would mask them).
+    worker) pick the new code up first. Secrets come out encrypted (``secretbox``), ready to store.
     """
     model = get_plugin(package, code_version).validate(raw)
     return to_storable(model)
@@ -494,7 +499,7 @@ def to_storable(model: BaseModel) -> dict[str, Any]:
             return [convert(v) for v in value]
         if isinstance(value, (SecretStr, SecretBytes)):
             secret = value.get_secret_value()
-            return secret.decode() if isinstance(secret, bytes) else secret
+            return secretbox.seal(secret.decode() if isinstance(secret, bytes) else secret)
         return to_jsonable_python(value)
 
     return convert(model.model_dump(mode="python", by_alias=True))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from scheduler_app import slots, streams
@@ -55,6 +55,8 @@ class JobRow:
     form: Any = None
     history_url: str = ""
     last_run_url: str = ""
+    #: Why the stored config no longer validates (set by the plugin page), else "".
+    config_problem: str = ""
 
     # what templates read from the job itself
     @property
@@ -90,11 +92,12 @@ class PluginRow:
 
 
 def dashboard(user: Any) -> list[PluginRow]:
-    """Every enabled plugin with ``user``'s jobs for it, each job with its last and next run (3 queries)."""
-    rows = {p.pk: PluginRow(p) for p in Plugin.objects.filter(enabled=True).order_by("name", "package")}
-    jobs = list(
-        _with_last_run(Job.objects.filter(user=user, plugin__enabled=True)).order_by("plugin_id", "-active", "id")
-    )
+    """Every enabled plugin, and every disabled one ``user`` has jobs for (shown as disabled, not
+    silently gone), with ``user``'s jobs, each with its last and next run (3 queries)."""
+    jobs = list(_with_last_run(Job.objects.filter(user=user)).order_by("plugin_id", "-active", "id"))
+    used = {job.plugin_id for job in jobs}
+    plugins = Plugin.objects.filter(Q(enabled=True) | Q(pk__in=used)).order_by("name", "package")
+    rows = {p.pk: PluginRow(p) for p in plugins}
     for job_row in _rows(jobs, {pk: row.plugin for pk, row in rows.items()}):
         rows[job_row.job.plugin_id].jobs.append(job_row)
     return list(rows.values())

@@ -8,27 +8,31 @@ running schedulers (``notify``). Each function is one transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from scheduler_app import config_input, notify, plugin_host
+from scheduler_app import config_input, notify, plugin_host, secretbox
 from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import ConfigValidationError, FieldError, PluginLoadError
 
 __all__ = [
+    "BulkResult",
     "ConfigValidationError",
     "JobRuleError",
     "activate_job",
     "bulk_set_active",
     "clone_job",
+    "config_problem",
     "create_job",
     "deactivate_job",
     "delete_job",
     "register_plugin",
     "reload_plugin",
+    "rotate_secrets",
     "run_now",
     "set_plugins_enabled",
     "update_job",
@@ -60,6 +64,30 @@ def validate_config(plugin: Plugin, raw: Any) -> dict[str, Any]:
     # Again on the result: a model may turn valid input into something unstorable ("nan" -> NaN).
     config_input.check_storable(clean)
     return clean
+
+
+def config_problem(job: Job) -> str | None:
+    """Why ``job``'s stored config no longer validates for its plugin's current code; None if it does.
+
+    Plugin code changes (a field added, a constraint tightened) can leave stored configs behind:
+    the pages and the admin flag them, and they cannot be activated or run until saved again.
+    """
+    try:
+        validate_config(job.plugin, job.config)
+    except ConfigValidationError as exc:
+        return str(exc)
+    return None
+
+
+def _require_runnable(job: Job, action: str) -> None:
+    """The rule shared by Activate and Run now: an enabled plugin and a config that validates."""
+    if not job.plugin.enabled:
+        raise JobRuleError(f"Not {action}: the operators disabled the plugin {job.plugin.display_name}.")
+    problem = config_problem(job)
+    if problem:
+        raise JobRuleError(
+            f"Not {action}: the saved configuration no longer fits the plugin ({problem}); edit and save it first."
+        )
 
 
 def create_job(
@@ -122,26 +150,32 @@ def clone_job(job: Job) -> Job:
     return copy
 
 
-def _activate(job: Job) -> None:
+def _activate(job: Job) -> list[Job]:
+    """Activate ``job``; returns the sibling it replaced (a list: none or one)."""
     # Lock every job of this (user, plugin) so two activations cannot interleave; the partial
     # unique constraint is the last line of defence if something bypasses this function.
     siblings = list(Job.objects.select_for_update().filter(user_id=job.user_id, plugin_id=job.plugin_id))
-    Job.objects.filter(pk__in=[s.pk for s in siblings if s.active and s.pk != job.pk]).update(
-        active=False, updated_at=timezone.now()
-    )
+    replaced = [s for s in siblings if s.active and s.pk != job.pk]
+    Job.objects.filter(pk__in=[s.pk for s in replaced]).update(active=False, updated_at=timezone.now())
     job.active = True
     job.save(update_fields=["active", "updated_at"])
+    return replaced
 
 
-def activate_job(job: Job) -> Job:
-    """Make ``job`` the active job of its (user, plugin), deactivating the previous one atomically."""
+def activate_job(job: Job) -> list[Job]:
+    """Make ``job`` the active job of its (user, plugin), deactivating the previous one atomically.
+
+    Refused (JobRuleError) when the plugin is disabled or the stored config no longer validates.
+    Returns the job it replaced, as a list of none or one, so callers can say so.
+    """
+    _require_runnable(job, "activated")
     try:
         with transaction.atomic():
-            _activate(job)
+            replaced = _activate(job)
     except IntegrityError as exc:
         raise JobRuleError("Another job of this plugin was activated at the same time; try again.") from exc
     notify.jobs_changed(plugin_ids=[job.plugin_id])
-    return job
+    return replaced
 
 
 def deactivate_job(job: Job) -> Job:
@@ -159,7 +193,12 @@ def delete_job(job: Job) -> None:
 
 
 def run_now(job: Job, *, at: Any = None) -> JobRun:
-    """Queue a manual run; a scheduler claims it within a second. Refused while one is queued."""
+    """Queue a manual run; a scheduler claims it within a second.
+
+    Refused while one is queued, when the plugin is disabled, or when the stored config no
+    longer validates (the run could only fail).
+    """
+    _require_runnable(job, "run")
     with transaction.atomic():
         if JobRun.objects.filter(job=job, status=JobRun.Status.QUEUED).exists():
             raise JobRuleError("A run of this job is already queued.")
@@ -174,27 +213,67 @@ def run_now(job: Job, *, at: Any = None) -> JobRun:
     return run
 
 
-def bulk_set_active(jobs: Iterable[Job], active: bool) -> tuple[int, list[str]]:
-    """Activate or deactivate several jobs; returns (changed, problems) for the admin's message.
+@dataclass
+class BulkResult:
+    """What a bulk (de)activation did, for the admin's messages."""
 
-    Activating two jobs of one (user, plugin) keeps the first and reports the rest.
+    changed: int = 0
+    problems: list[str] = field(default_factory=list)
+    #: Jobs left out of the selection that lost their active place to a selected one.
+    replaced: list[Job] = field(default_factory=list)
+
+
+def bulk_set_active(jobs: Iterable[Job], active: bool) -> BulkResult:
+    """Activate or deactivate several jobs.
+
+    Activating several jobs of one (user, plugin) cannot activate them all: an already active
+    one among them stays active, else the first is activated, and the rest are reported as
+    problems. A job outside the selection that an activation replaces is reported in ``replaced``.
     """
-    changed, problems = 0, []
-    seen: set[tuple[int, int]] = set()
+    result = BulkResult()
+    jobs = list(jobs)
+    if active:
+        chosen: dict[tuple[int, int], Job] = {}
+        for job in jobs:
+            key = (job.user_id, job.plugin_id)
+            if key not in chosen or (job.active and not chosen[key].active):
+                chosen[key] = job
     for job in jobs:
+        if active and chosen[(job.user_id, job.plugin_id)] is not job:
+            winner = chosen[(job.user_id, job.plugin_id)]
+            result.problems.append(f"{job}: only one job of the same user and plugin can be active, and {winner} is")
+            continue
         if job.active == active:
             continue
-        if active:
-            key = (job.user_id, job.plugin_id)
-            if key in seen:
-                problems.append(f"{job}: another job of the same user and plugin was activated in this batch")
-                continue
-            seen.add(key)
-            activate_job(job)
-        else:
-            deactivate_job(job)
-        changed += 1
-    return changed, problems
+        try:
+            if active:
+                result.replaced += activate_job(job)
+            else:
+                deactivate_job(job)
+        except JobRuleError as exc:
+            result.problems.append(f"{job}: {exc}")
+            continue
+        result.changed += 1
+    return result
+
+
+def rotate_secrets() -> int:
+    """Re-encrypt every stored secret with the first configured key (plain ones get encrypted).
+
+    Returns how many jobs changed. Run it after putting a new key first (docs/operations.md).
+    """
+    changed = 0
+    for job in Job.objects.select_related("plugin").iterator():
+        try:
+            # Through the plugin's Config: it knows which values are secrets, so ones stored in
+            # clear get sealed too; sealing always uses the first key.
+            config = validate_config(job.plugin, job.config)
+        except ConfigValidationError:
+            config = secretbox.rotate(job.config)  # a stale config: re-seal what is sealed
+        if config != job.config:
+            Job.objects.filter(pk=job.pk).update(config=config)
+            changed += 1
+    return changed
 
 
 def update_plugin(plugin: Plugin) -> Plugin:

@@ -54,7 +54,7 @@ class DaphneWriteFlow:
             pass
 
     def buffered(self) -> int:
-        transport = getattr(self._protocol, "transport", None)
+        transport: Any = getattr(self._protocol, "transport", None)
         try:
             return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         except (AttributeError, TypeError):  # not a plain TCP transport (TLS wrapper, closed): unknown

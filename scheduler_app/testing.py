@@ -160,7 +160,7 @@ async def arun_plugin(
     )
     watcher = asyncio.ensure_future(_stop_on(cancel, supervisor, run)) if cancel is not None else None
     try:
-        await run.ended.wait()
+        await run.wait_ended()
     except asyncio.CancelledError:  # the caller gave up waiting (runplugin's second Ctrl-C)
         supervisor.cancel(run, CANCELLED, "cancelled")
         raise

@@ -19,6 +19,8 @@ urlpatterns = [
     path("jobs/<int:job_id>/delete/", views.job_delete, name="job_delete"),
     path("jobs/<int:job_id>/runs/", views.job_runs, name="job_runs"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
+    path("runs/<int:run_id>/state/", views.run_state, name="run_state"),
+    path("state/", views.jobs_state, name="jobs_state"),
     path("runs/<int:run_id>/lines/", views.run_log_lines, name="run_lines"),
     path("runs/<int:run_id>/log.txt", views.run_log_download, name="run_log"),
 ]

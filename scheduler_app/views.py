@@ -32,7 +32,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from scheduler_app import access, selectors, services
+from scheduler_app import access, selectors, services, streams, tracebacks
 from scheduler_app.forms import ConfirmDeleteForm, JobForm
 from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import PluginLoadError
@@ -191,6 +191,7 @@ def _render_plugin_page(
     try:
         for row in jobs:
             row.form = bound.get(row.pk) or _job_form(plugin, row.job, readonly)
+            row.config_problem = services.config_problem(row.job) or ""
         if new_form is None and not readonly and plugin.enabled:
             new_form = _new_form(plugin)
     except PluginLoadError as exc:  # broken plugin code: show the jobs, say why they cannot be edited
@@ -254,6 +255,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "scheduler_app/run.html",
         {
             "run": run,
+            # Users see their plugin's frames only; the whole traceback is the operators' (admin).
+            "plugin_traceback": tracebacks.plugin_frames(run.traceback, run.plugin_package),
             "job": run.job,
             "lines": lines,
             "earlier": earlier,
@@ -280,7 +283,7 @@ def run_log_lines(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def run_log_download(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_log_download(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
     """The whole log as plain text, streamed from the database a chunk at a time."""
     run = _visible_run(request, run_id)
     # An ASGI server consumes an async iterator as a stream but would buffer a sync one
@@ -349,11 +352,15 @@ def job_save(request: HttpRequest, job_id: int) -> HttpResponse:
         except ConfigValidationError as exc:
             form.add_config_errors(exc)
         else:
+            if request.POST.get("run_after_save"):
+                # "Run now" with unsaved edits: the page saves first, then runs what was saved.
+                return _run_now(request, job, saved=True)
             messages.success(request, f"Saved {_label(job)}.")
             return _back(request, job)
     label = _label(job)
+    not_run = " (and not run)" if request.POST.get("run_after_save") else ""
     # Upper-case the first letter only: str.capitalize() would lower-case the user's description.
-    messages.error(request, f"{label[:1].upper()}{label[1:]} was not saved: please correct the errors below.")
+    messages.error(request, f"{label[:1].upper()}{label[1:]} was not saved{not_run}: please correct the errors below.")
     return _render_plugin_page(request, job.plugin, request.user, bound={job.pk: form}, status=400)
 
 
@@ -374,13 +381,12 @@ def job_clone(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_POST
 def job_activate(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _own_job(request, job_id)
-    previous = Job.objects.filter(user_id=_uid(request), plugin=job.plugin, active=True).exclude(pk=job.pk).first()
     try:
-        services.activate_job(job)
+        replaced = services.activate_job(job)
     except JobRuleError as exc:
         messages.error(request, str(exc))
     else:
-        swapped = f"; {_label(previous)} is no longer active" if previous else ""
+        swapped = "".join(f"; {_label(previous)} is no longer active" for previous in replaced)
         messages.success(request, f"Activated {_label(job)}{swapped}.")
     return _back(request, job)
 
@@ -397,14 +403,50 @@ def job_deactivate(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_run_now(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = _own_job(request, job_id)
+    return _run_now(request, _own_job(request, job_id))
+
+
+def _run_now(request: HttpRequest, job: Job, saved: bool = False) -> HttpResponse:
+    prefix = f"Saved {_label(job)}. " if saved else ""
     try:
         run = services.run_now(job)
     except JobRuleError as exc:
+        if saved:
+            messages.success(request, f"Saved {_label(job)}.")
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Run #{run.pk} of {_label(job)} queued: its log appears below.")
+        messages.success(request, f"{prefix}Run #{run.pk} of {_label(job)} queued: its log appears in the live log.")
     return _back(request, job)
+
+
+@login_required
+@require_GET
+def run_state(request: HttpRequest, run_id: int) -> JsonResponse:
+    """One run's state: the run page's fallback when its live stream missed the end."""
+    run = _visible_run(request, run_id)
+    return JsonResponse({"run": streams.run_payload(streams.RunSnapshot.of(run))})
+
+
+@login_required
+@require_GET
+def jobs_state(request: HttpRequest) -> JsonResponse:
+    """The dashboard's live cells: each job's last run and next run (polled every few seconds)."""
+    subject = _subject(request)
+    jobs: dict[str, Any] = {}
+    for row in selectors.dashboard(subject):
+        for job in row.jobs:
+            run = job.last_run
+            if run is not None:
+                run.job = job.job  # already loaded: no query per run for the snapshot
+            jobs[str(job.pk)] = {
+                "active": job.active,
+                "next_run": job.next_run.isoformat() if job.next_run else None,
+                "interval": row.plugin.interval,
+                "last_run": {**streams.run_payload(streams.RunSnapshot.of(run)), "url": _fast_url("run", run.pk)}
+                if run
+                else None,
+            }
+    return JsonResponse({"jobs": jobs})
 
 
 @csp

@@ -215,6 +215,35 @@ def test_bulk_activation_reports_what_was_done_and_refused(operator, alice, bob,
     assert not Job.objects.filter(active=True).exists()
 
 
+def test_bulk_activation_says_which_jobs_it_switched_off(operator, alice, sample_plugin):
+    old = services.create_job(alice, sample_plugin, {}, description="old", activate=True)
+    new = services.create_job(alice, sample_plugin, {}, description="new")
+    texts = messages_of(action(operator, "job", "activate_jobs", [new.pk]))
+    assert "1 job activated." in texts
+    assert "1 job deactivated in their place: old (Sample, alice)" in texts, texts
+    assert list(Job.objects.filter(active=True).values_list("pk", flat=True)) == [new.pk]
+    # Selecting the active one with another of the same user and plugin keeps the active one.
+    texts = messages_of(action(operator, "job", "activate_jobs", [old.pk, new.pk]))
+    assert any("old (Sample, alice): only one job" in t and "new (Sample, alice) is" in t for t in texts), texts
+    assert list(Job.objects.filter(active=True).values_list("pk", flat=True)) == [new.pk]
+
+
+def test_lists_show_seconds_and_flag_configs_that_no_longer_validate(operator, alice, sample_plugin):
+    job = services.create_job(alice, sample_plugin, {"name": "A"}, description="stale")
+    Job.objects.filter(pk=job.pk).update(config={"name": "A", "times": 99})  # what a code change can leave
+    run = JobRun.objects.create(job=job, slot=timezone.now().replace(second=7, microsecond=0), status="succeeded")
+    page = operator.get("/admin/scheduler_app/job/").content.decode()
+    assert "no longer valid" in page
+    page = operator.get(f"/admin/scheduler_app/job/{job.pk}/change/").content.decode()
+    assert "no longer valid" in page and "cannot be activated" in page
+    assert timezone.localtime(run.slot).strftime("%Y-%m-%d %H:%M:07") in page  # recent runs, with seconds
+    runs = operator.get("/admin/scheduler_app/jobrun/").content.decode()
+    assert timezone.localtime(run.slot).strftime("%Y-%m-%d %H:%M:07") in runs
+    texts = messages_of(action(operator, "job", "activate_jobs", [job.pk]))
+    assert any("no longer fits the plugin" in t for t in texts), texts
+    assert not Job.objects.get(pk=job.pk).active
+
+
 def test_run_now_queues_and_returns(operator, alice, sample_plugin):
     job = services.create_job(alice, sample_plugin, {})
     response = action(operator, "job", "run_jobs_now", [job.pk])
@@ -300,6 +329,17 @@ def test_a_run_is_read_only_and_shows_its_log_escaped(operator, finished_run):
     assert f'href="{reverse("run", args=[finished_run.pk])}"' in page.text
     assert operator.get(reverse("admin:scheduler_app_jobrun_add")).status_code == 403
     assert operator.post(reverse("admin:scheduler_app_jobrun_delete", args=[finished_run.pk])).status_code == 403
+
+
+def test_a_long_runs_admin_page_shows_the_tail_and_links_the_whole_log(operator, finished_run):
+    LogLine.objects.bulk_create(
+        LogLine(run=finished_run, seq=i, created_at=finished_run.slot, level=20, message=f"line {i}")
+        for i in range(3, 701)
+    )
+    JobRun.objects.filter(pk=finished_run.pk).update(log_count=700)
+    page = operator.get(reverse("admin:scheduler_app_jobrun_change", args=[finished_run.pk]))
+    assert "Showing the last 500 of 700 lines" in page.text and "line 700" in page.text and "line 200" not in page.text
+    assert f'href="{reverse("run_log", args=[finished_run.pk])}">download the whole log' in page.text
 
 
 def test_nodes_show_alive_dead_and_running_runs(operator, finished_run):

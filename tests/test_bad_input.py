@@ -64,6 +64,11 @@ HOSTILE = {
     "nested 1,000 levels": ('{"must": true, "labels": ' + deep(1000) + "}", "nested too deeply"),
     "nested 100,000 levels": (deep(100_000), "nested too deeply"),
     "nested 40 levels in a dict": ('{"must": true, "x": ' + deep(40) + "}", "nested too deeply"),
+    "nested 900 levels in a list field": ('{"must": true, "items": ' + deep(900) + "}", "nested too deeply"),
+    "nested 900 levels in a dict field": (
+        '{"must": true, "labels": ' + '{"a": ' * 900 + "1" + "}" * 900 + "}",
+        "nested too deeply",
+    ),
     "integer of 5,000 digits": ('{"must": true, "count": ' + "9" * 5000 + "}", "too large"),
     "integer beyond 64 bits": ('{"must": true, "limit": ' + str(2**64) + "}", "too large"),
     "NUL in a value": ('{"must": true, "note": "a\\u0000b"}', "NUL"),

@@ -269,6 +269,33 @@ def test_the_view_reconnects_after_a_restart_and_resumes_without_gap_or_duplicat
     assert hellos == ["Hello, Ann! (1/2)", "Hello, Ann! (2/2)"] * 2, json.dumps(messages)
 
 
+def test_a_view_told_it_fell_behind_reconnects_at_once_and_catches_up(server, browser, alice, sample_plugin):
+    job = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann", "times": 2}, description="greeter"))
+    page = log_in(browser, server, "alice", "alice-pass")
+    page.goto(f"{server.url}/plugins/{sample_plugin.pk}/")
+    expect = playwright_sync.expect
+    state = page.locator(".logview-state")
+    expect(state).to_have_text("live")
+    page.locator(f"#job-{job.pk}").get_by_role("button", name="Run now").click()
+    expect(page.locator(".logline[data-id]").filter(has_text="done")).to_have_count(1, timeout=30_000)
+    per_run = page.locator(".logline[data-id]").count()
+
+    # What the server sends a socket whose queue passed LIVE_LOG_VIEWER_BUFFER (live_hub.Viewer).
+    page.evaluate("""() => {
+        const view = window.jobschedulerLogViews[0];
+        view.handle({type: "behind"});
+    }""")
+    expect(page.locator(".logline.is-marker").last).to_contain_text("fell behind")
+    expect(state).to_have_text("live", timeout=10_000)
+    db(lambda: services.run_now(Job.objects.get(pk=job.pk)))
+    expect(page.locator(".logline[data-id]").filter(has_text="done")).to_have_count(2, timeout=30_000)
+    ids = page.eval_on_selector_all(".logline[data-id]", "els => els.map(e => Number(e.dataset.id))")
+    assert len(ids) == len(set(ids)) == 2 * per_run
+    assert ids == sorted(ids)
+    markers = page.eval_on_selector_all(".logline.is-marker", "els => els.map(e => e.textContent)")
+    assert not any("retrying" in m or "disconnected" in m for m in markers), markers  # no backoff, no outage
+
+
 def test_staff_watch_alices_page_read_only(staff, server, browser, alice, sample_plugin):
     job = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann", "times": 1}, description="hers"))
     page = log_in(browser, server, "staff", "staff-pass")
@@ -351,4 +378,28 @@ def test_the_run_page_draws_stored_lines_like_live_ones_pages_earlier_lines_and_
     info.value.save_as(target)
     rows = target.read_text().splitlines()
     assert len(rows) == 1234 and rows[0].endswith("line 1") and rows[-1].endswith(coloured)
+    assert [e for e in page.console_errors if not e.startswith("Failed to load resource")] == []
+
+
+def test_a_running_runs_page_shows_its_stored_lines_then_the_live_ones_once(server, browser, alice, sample_plugin):
+    job = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann", "times": 4}, description="slow"))
+    run = db(lambda: services.run_now(Job.objects.get(pk=job.pk)))
+    page = log_in(browser, server, "alice", "alice-pass")
+    expect = playwright_sync.expect
+    # Open the page once the run has written a line or two: those come as stored data.
+    lines = page.locator(".logline[data-id]")
+    stored_data = page.locator('.logview script[type="application/json"]')
+    for _ in range(100):
+        page.goto(f"{server.url}/runs/{run.pk}/")
+        if stored_data.count():
+            break
+        page.wait_for_timeout(200)
+    assert stored_data.count() == 1, "the run wrote no line in 20 s"
+    assert json.loads(stored_data.text_content())[0]["seq"] == 1
+    expect(lines.filter(has_text="done")).to_have_count(1, timeout=30_000)
+    messages = page.eval_on_selector_all(".logline[data-id] .msg", "els => els.map(e => e.textContent)")
+    assert [m for m in messages if m.startswith("Hello")] == [f"Hello, Ann! ({i}/4)" for i in range(1, 5)]
+    seqs = page.eval_on_selector_all(".logline[data-id]", "els => els.map(e => Number(e.dataset.seq))")
+    assert seqs == list(range(1, len(seqs) + 1))  # stored, then live: no gap, no repeat
+    expect(page.locator("[data-run-status]")).to_have_text("succeeded", timeout=30_000)
     assert [e for e in page.console_errors if not e.startswith("Failed to load resource")] == []

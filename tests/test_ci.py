@@ -84,7 +84,7 @@ def test_the_run_command_serves_the_login_page_and_the_admin_with_the_demo_data(
         admin_login = urllib.request.urlopen(f"{base}/admin/", timeout=10)  # redirected to the admin's login
         assert admin_login.status == 200 and "/admin/login/" in admin_login.url
         output = log.read_text()
-        assert "loading the demo data" in output and "Installed 18 object(s)" in output
+        assert "loading the demo data" in output and re.search(r"Installed \d+ object\(s\)", output)
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does
         try:

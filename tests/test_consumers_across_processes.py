@@ -13,11 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 import websockets
 from django.db import connection
 from django.test import Client
 
-from scheduler_app import services
+from scheduler_app import services, streams
 from scheduler_app.models import Job
 from tests.processes import free_port, manage, wait_for_port
 
@@ -97,3 +98,60 @@ def test_lines_from_a_separate_scheduler_reach_the_browser_through_redis(tmp_pat
     finally:
         scheduler.stop(timeout=10)
         web.stop(timeout=10)
+
+
+def test_two_web_processes_each_relay_every_line_once_to_their_own_viewers(tmp_path: Path, alice, sample_plugin):
+    # Each web process subscribes to the stream once and fans out to its own viewers.
+    job = services.create_job(alice, sample_plugin, {"name": "Crowd", "times": 4}, description="crowd")
+    prefix = f"test-{os.environ.get('CHANNEL_LAYER_PREFIX', 'x')}-{uuid.uuid4().hex[:8]}"
+    env = {"REDIS_URL": REDIS_URL, "CHANNEL_LAYER_PREFIX": prefix, "SCHEDULER_EMBEDDED": "false"}
+    ports = [free_port(), free_port()]
+    webs = [
+        manage(["serve", "--port", str(port), "--no-scheduler"], tmp_path / f"web{i}.log", **env)
+        for i, port in enumerate(ports)
+    ]
+    scheduler = manage(["runscheduler"], tmp_path / "scheduler.log", **env)
+    try:
+        for port in ports:
+            wait_for_port(port, timeout=30)
+        scheduler.wait_for_output("started", timeout=30)
+        cookie = session_cookie(alice)
+
+        async def viewer(port: int, connected: asyncio.Event) -> list[dict]:
+            async with websockets.connect(
+                f"ws://127.0.0.1:{port}/ws/logs/{sample_plugin.pk}/{alice.pk}/",
+                origin=f"http://127.0.0.1:{port}",
+                additional_headers={"Cookie": f"sessionid={cookie}"},
+            ) as ws:
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["lines"] == []
+                connected.set()
+                return await receive_until(ws, lambda ls: any(x["message"] == "done" for x in ls), timeout=30)
+
+        async def scenario() -> list[list[dict]]:
+            events = [asyncio.Event() for _ in range(4)]
+            tasks = [asyncio.create_task(viewer(ports[i % 2], e)) for i, e in enumerate(events)]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 20)
+            # Four sockets, two processes: two subscriptions to the stream, not four (live_bus).
+            async with redis.asyncio.from_url(REDIS_URL) as client:
+                group = streams.log_group_name(sample_plugin.pk, alice.pk)
+                assert await client.pubsub_numsub(f"{prefix}:live:{group}") == [(f"{prefix}:live:{group}".encode(), 2)]
+            await asyncio.to_thread(queue_run, job.pk)
+            return await asyncio.gather(*tasks)
+
+        seen = asyncio.run(scenario())
+        expected = [f"Hello, Crowd! ({i}/4)" for i in range(1, 5)]
+        for lines in seen:
+            ids = [line["id"] for line in lines]
+            assert len(ids) == len(set(ids)) and ids == sorted(ids)
+            assert [m for m in (line["message"] for line in lines) if m.startswith("Hello")] == expected
+        assert [line["id"] for line in seen[0]] == [line["id"] for line in seen[1]]  # the same, from either process
+    except BaseException:
+        for web in webs:
+            print("--- web ---\n" + web.output())
+        print("--- scheduler ---\n" + scheduler.output())
+        raise
+    finally:
+        scheduler.stop(timeout=10)
+        for web in webs:
+            web.stop(timeout=10)

@@ -69,3 +69,15 @@ def test_every_run_context_field_is_documented():
 @pytest.mark.parametrize("command", ["runplugin", "startplugin", "reloadplugin", "plugins"])
 def test_every_plugin_command_is_documented(command):
     assert f"manage.py {command}" in DOC.read_text()
+
+
+def test_every_environment_variable_is_documented_for_operators():
+    """settings.py and env.py read variables through env_* helpers or environ.get; operations.md
+    lists each one in a table row (`` | `NAME` | ``)."""
+    sources = (ROOT / "jobscheduler" / "settings.py").read_text() + (ROOT / "jobscheduler" / "env.py").read_text()
+    names = set(re.findall(r'env_(?:str|bool|int|float|list)\(\s*"([A-Z_]+)"', sources))
+    names |= set(re.findall(r'environ\.get\("([A-Z_]+)"', sources))
+    names -= {"DJANGO_SETTINGS_MODULE"}
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert "DB_POOL_MAX_SIZE" in names and "JOBSCHEDULER_PROCESS" in names
+    assert not [n for n in sorted(names) if f"| `{n}` |" not in operations]

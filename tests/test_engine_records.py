@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from scheduler_app import claims, nodes, retention, services, slots
+from scheduler_app import writer as writer_module
 from scheduler_app.jobtable import Diff, JobTable
 from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
 from scheduler_app.streams import RunSnapshot
@@ -21,6 +24,10 @@ def _running(run: JobRun, node: str) -> JobRun:
     JobRun.objects.filter(pk=run.pk).update(status=JobRun.Status.RUNNING, node=node)
     run.refresh_from_db()
     return run
+
+
+def is_postgres_url() -> bool:
+    return os.environ.get("DB_CONNECTION", "").startswith("postgres")
 
 
 def _finished(run: JobRun, status: str, now: datetime, error: str = "") -> RunSnapshot:
@@ -302,3 +309,35 @@ def test_the_job_table_reports_changes_made_behind_its_back(alice, bob):
     b.delete()
     diff = table.partial(job_ids=[a.pk, b_id])
     assert sorted(diff.removed) == sorted([a.pk, b_id]) and diff.deleted == [b_id]
+
+
+@pytest.mark.skipif(not is_postgres_url(), reason="PostgreSQL only: SQLite's WAL at synchronous=NORMAL never syncs")
+@pytest.mark.django_db(transaction=True)  # SET LOCAL lasts until the real commit
+def test_record_batches_commit_asynchronously_on_postgresql_and_claims_do_not(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = services.run_now(job)
+    seen = {}
+
+    def show() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    real_update = writer_module._update_runs
+
+    def spying_update(batch):
+        seen["batch"] = show()
+        real_update(batch)
+
+    now = datetime.now(UTC)
+    writer_module._update_runs = spying_update
+    try:
+        write_batch(Batch([], [RunFinish(_finished(run, JobRun.Status.SUCCEEDED, now), "", 0)]))
+    finally:
+        writer_module._update_runs = real_update
+    assert seen["batch"] == "off"
+    assert show() == "on", "only the batch's own transaction"
+    slot = slots.slot_after(slots.to_ms(timezone.now()), job.pk, 1)
+    with transaction.atomic():
+        _claim(job, slot)
+        assert show() == "on", "claims commit durably"

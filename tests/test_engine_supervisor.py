@@ -121,7 +121,7 @@ def supervisor(writer, ended) -> Supervisor:
 
 async def finish(supervisor: Supervisor, run: SupervisedRun) -> RunFinish:
     supervisor.start(run)
-    await asyncio.wait_for(run.ended.wait(), 5)
+    await asyncio.wait_for(run.wait_ended(), 5)
     return supervisor.writer.finished[-1]
 
 
@@ -169,25 +169,27 @@ async def test_cancel_records_the_reason_given(supervisor):
     supervisor.start(run)
     await asyncio.sleep(0)
     supervisor.cancel(run, CANCELLED, "cancelled: the job was deleted")
-    await asyncio.wait_for(run.ended.wait(), 5)
+    await asyncio.wait_for(run.wait_ended(), 5)
     assert (run.run.status, run.run.error) == (CANCELLED, "cancelled: the job was deleted")
 
 
-async def test_asked_to_stop_a_polite_run_stops_itself(supervisor):
-    run, lines = supervised("polite")
+async def ask_to_stop(supervisor: Supervisor, do: str, grace: float) -> tuple[SupervisedRun, Lines]:
+    """Start a run, ask it to stop once it has started, wait for its end."""
+    run, lines = supervised(do)
     supervisor.start(run)
     await asyncio.sleep(0.01)
-    supervisor.ask_to_stop(run, 5, CANCELLED, "cancelled: asked to stop")
-    await asyncio.wait_for(run.ended.wait(), 1)
+    supervisor.ask_to_stop(run, grace, CANCELLED, "cancelled: asked to stop")
+    await asyncio.wait_for(run.wait_ended(), 1)
+    return run, lines
+
+
+async def test_asked_to_stop_a_polite_run_stops_itself(supervisor):
+    run, lines = await ask_to_stop(supervisor, "polite", grace=5)
     assert run.run.status == CANCELLED and "stopping early" in lines.messages and "done" in lines.messages
 
 
 async def test_asked_to_stop_a_deaf_run_is_cancelled_after_the_grace(supervisor):
-    run, lines = supervised("sleep")
-    supervisor.start(run)
-    await asyncio.sleep(0.01)
-    supervisor.ask_to_stop(run, 0.05, CANCELLED, "cancelled: asked to stop")
-    await asyncio.wait_for(run.ended.wait(), 1)
+    run, lines = await ask_to_stop(supervisor, "sleep", grace=0.05)
     assert (run.run.status, run.run.error) == (CANCELLED, "cancelled: asked to stop") and "done" not in lines.messages
 
 
@@ -212,3 +214,13 @@ async def test_the_timeout_starts_when_the_plugin_does(supervisor):
     run, _ = supervised("nothing", timeout=0.05, prepare=slow_prepare)
     done = await finish(supervisor, run)
     assert done.run.status == SUCCEEDED
+
+
+def test_run_plugin_ends_runs_as_the_engine_does():
+    """``scheduler_app.testing`` (and so ``runplugin``) goes through the same supervisor."""
+    from scheduler_app.testing import run_plugin
+
+    exited = run_plugin(Behaviour, {}, extra={"do": "exit"})
+    assert isinstance(exited.error, SystemExit) and "raise SystemExit(3)" in exited.traceback
+    timed_out = run_plugin(Behaviour, {}, timeout=0.05, extra={"do": "sleep"})
+    assert timed_out.timed_out and str(timed_out.error) == "timed out after 0.05 s (the job's timeout): cancelled"

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import uuid
 from typing import Any
 
 import pytest
 from channels.layers import InMemoryChannelLayer
 
-from scheduler_app import live_hub
+from scheduler_app import live_bus, live_hub
 from scheduler_app.live_hub import CLOSE_FELL_BEHIND, LiveHub, Viewer, text_frame
 
 GROUP = "logs.1.2"
@@ -241,7 +243,7 @@ async def test_a_dropped_batch_is_fetched_before_the_next_one(layer):
 
 
 async def test_the_feed_survives_a_failing_channel_layer(layer, monkeypatch):
-    monkeypatch.setattr(live_hub, "RECEIVE_RETRY", 0.01)
+    monkeypatch.setattr(live_bus, "RECEIVE_RETRY", 0.01)
     hub = LiveHub(layer)
     sock = Socket()
     viewer = sock.viewer()
@@ -273,3 +275,49 @@ async def test_each_event_loop_has_its_own_hub(layer):
 
 async def _hub_in_new_loop(layer: InMemoryChannelLayer) -> LiveHub:
     return live_hub.hub_for(layer)
+
+
+def test_replays_are_cut_into_messages_daphne_accepts():
+    lines = [line(i, i, message="é" * 1000 if i % 2 else "a" * 3000) for i in range(1, 2001)]
+    parts = live_hub.by_size(lines)
+    assert [x for part in parts for x in part] == lines  # nothing lost, order kept
+    assert all(len(json.dumps({"type": "lines", "lines": p, "replay": True})) < 1_048_576 for p in parts)
+    assert len(parts) > 1
+    assert live_hub.by_size([]) == [[]]  # an empty replay is still one message
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def test_redis_carries_a_flush_in_one_publish_round_and_each_stream_to_its_subscribers():
+    host = {"address": REDIS_URL, "socket_connect_timeout": 5, "max_connections": 50, "timeout": 20}
+    prefix = f"test-{os.environ.get('CHANNEL_LAYER_PREFIX', 'x')}-{uuid.uuid4().hex[:8]}"
+    web, scheduler = live_bus.RedisBus(host, prefix), live_bus.RedisBus(host, prefix)
+    got: dict[str, list[dict]] = {"logs.1.1": [], "logs.1.2": []}
+    for group, received in got.items():
+        await web.subscribe(group, received.append)
+    flush = [("logs.1.1", {"type": "log.lines", "lines": [line(i, i)]}) for i in range(1, 4)]
+    flush += [("logs.1.2", {"type": "run.status", "run": {"id": 9, "status": "running"}}), ("logs.9.9", {"x": 1})]
+    assert await scheduler.publish_many(flush) == 5
+    await until(lambda: len(got["logs.1.1"]) == 3 and got["logs.1.2"])
+    assert [m["lines"][0]["id"] for m in got["logs.1.1"]] == [1, 2, 3]
+    assert got["logs.1.2"] == [{"type": "run.status", "run": {"id": 9, "status": "running"}}]
+
+    await web.unsubscribe("logs.1.1")
+    await scheduler.publish_many([("logs.1.1", {"type": "log.lines", "lines": [line(4, 4)]})])
+    await scheduler.publish_many([("logs.1.2", {"type": "log.lines", "lines": [line(5, 5)]})])
+    await until(lambda: len(got["logs.1.2"]) == 2)
+    assert len(got["logs.1.1"]) == 3  # no longer subscribed
+    await web.close()
+    await scheduler.close()
+
+
+def test_the_carrier_follows_the_channel_layer(layer):
+    from channels_redis.core import RedisChannelLayer
+
+    from jobscheduler.env import redis_channel_layer
+
+    assert isinstance(live_bus.bus_for(layer), live_bus.ChannelLayerBus)
+    config = redis_channel_layer(REDIS_URL, prefix="p")["CONFIG"]
+    bus = live_bus.bus_for(RedisChannelLayer(**config))
+    assert isinstance(bus, live_bus.RedisBus) and bus.channel("logs.1.2") == "p:live:logs.1.2"

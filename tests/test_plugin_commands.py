@@ -70,7 +70,42 @@ def test_runplugin_never_prints_a_secret():
     done = runplugin("plugins.prod_plugin@v0_1_0.plugin.Plugin", "--config", '{"token": "very-secret-token"}')
     assert done.returncode == 0, done.stderr
     assert "very-secret-token" not in done.stdout + done.stderr
-    assert '"token": "***"' in done.stderr
+    assert '"token": "**********"' in done.stderr
+
+
+OPTIONAL_SECRET_PLUGIN = """
+from pydantic import BaseModel, SecretStr
+
+from scheduler_app import JobPlugin, RunContext, hookimpl
+
+
+class Nested(BaseModel):
+    password: SecretStr | None = None
+
+
+class Config(BaseModel):
+    api_key: SecretStr | None = None
+    nested: Nested = Nested()
+
+
+class Plugin(JobPlugin):
+    Config = Config
+
+    @hookimpl
+    async def run(self, config: Config, context: RunContext) -> None:
+        context.logger.info("key has %d characters", len(config.api_key.get_secret_value()))
+"""
+
+
+def test_runplugin_never_prints_an_optional_or_nested_secret(module_path: PluginFolder):
+    module_path.write(OPTIONAL_SECRET_PLUGIN)
+    config = json.dumps({"api_key": "optional-secret-1", "nested": {"password": "nested-secret-2"}})
+    done = runplugin(module_path.package(), "--config", config, MODULE_PATH=str(module_path.path))
+    assert done.returncode == 0, done.stderr
+    assert "key has 17 characters" in done.stdout
+    assert "optional-secret-1" not in done.stdout + done.stderr
+    assert "nested-secret-2" not in done.stdout + done.stderr
+    assert '"api_key": "**********"' in done.stderr
 
 
 def test_ctrl_c_cancels_the_run_cleanly(tmp_path: Path):

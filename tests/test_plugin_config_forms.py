@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django import forms
 
-from scheduler_app import jsonform_schema
+from scheduler_app import jsonform_schema, secretbox
 from scheduler_app.config_forms import ConfigField, form_schema, initial_config
 from scheduler_app.models import Plugin
 
@@ -151,7 +151,8 @@ def test_a_stored_config_of_every_kind_loads_back_unchanged(kinds):
     form = make_form(kinds, stored=STORED)
     posted = make_form(kinds, submitted(form), stored=STORED)
     assert posted.is_valid(), posted.errors
-    assert posted.cleaned_data["config"] == STORED
+    assert posted.cleaned_data["config"]["token"].startswith("fernet:")  # what is stored is encrypted
+    assert secretbox.reveal(posted.cleaned_data["config"]) == STORED
 
 
 def test_a_fresh_form_saves_the_defaults(kinds):
@@ -195,10 +196,10 @@ def test_a_stored_secret_never_reaches_the_browser(kinds):
 def test_a_blank_secret_keeps_the_stored_one_and_a_new_one_replaces_it(kinds):
     kept = make_form(kinds, {**STORED, "token": ""}, stored=STORED)
     assert kept.is_valid(), kept.errors
-    assert kept.cleaned_data["config"]["token"] == "s3cr3t-value"
+    assert secretbox.reveal(kept.cleaned_data["config"])["token"] == "s3cr3t-value"
     changed = make_form(kinds, {**STORED, "token": "new-one"}, stored=STORED)
     assert changed.is_valid(), changed.errors
-    assert changed.cleaned_data["config"]["token"] == "new-one"
+    assert secretbox.reveal(changed.cleaned_data["config"])["token"] == "new-one"
 
 
 def test_a_form_redisplayed_with_errors_does_not_echo_the_secret(kinds):

@@ -22,7 +22,7 @@ from django import forms
 from django.core.management import call_command
 from django.test import override_settings
 
-from scheduler_app import plugin_host, services
+from scheduler_app import plugin_host, secretbox, services
 from scheduler_app.checks import check_plugins
 from scheduler_app.config_forms import ConfigField, initial_config
 from scheduler_app.models import Plugin
@@ -121,7 +121,8 @@ def test_a_plugin_from_the_docs_goes_from_a_folder_to_reloaded_code(extra_plugin
     assert accepted.is_valid(), accepted.errors
     job = services.create_job(alice, plugin, accepted.cleaned_data["config"], activate=True)
     assert job.config["note"] is None and job.config["alerts"] == {"above": 4.0, "email": None}
-    assert job.config["api_key"] == "k-123"
+    assert job.config["api_key"].startswith("fernet:")  # encrypted at rest
+    assert secretbox.reveal(job.config)["api_key"] == "k-123"
     assert "k-123" not in str(config_form(plugin, stored=job.config)["config"])
 
     # Run with runplugin, in a process of its own that finds the plugin through MODULE_PATH.

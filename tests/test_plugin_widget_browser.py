@@ -18,6 +18,7 @@ import pytest
 from django import forms
 from django.conf import settings
 
+from scheduler_app import secretbox
 from scheduler_app.config_forms import ConfigField, initial_config
 from scheduler_app.models import Plugin
 from tests.test_plugin_config_forms import KINDS, STORED
@@ -98,7 +99,7 @@ def test_a_stored_config_renders_and_comes_back_unchanged(page, tmp_path):
     submitted = posted(page)
     form = JobForm({"config": json.dumps(submitted)}, plugin=plugin, stored=STORED)
     assert form.is_valid(), form.errors
-    assert form.cleaned_data["config"] == STORED
+    assert secretbox.reveal(form.cleaned_data["config"]) == STORED  # the secret comes back sealed
 
 
 def test_editing_optional_enum_list_and_dict_fields_saves_what_was_typed(page, tmp_path):
@@ -114,7 +115,7 @@ def test_editing_optional_enum_list_and_dict_fields_saves_what_was_typed(page, t
     submitted = posted(page)
     form = JobForm({"config": json.dumps(submitted)}, plugin=plugin, stored=STORED)
     assert form.is_valid(), form.errors
-    config = form.cleaned_data["config"]
+    config = secretbox.reveal(form.cleaned_data["config"])
     assert (config["note"], config["maybe_color"], config["limit"], config["mode"]) == ("a note", "green", None, "fast")
     assert config["tags"] == ["a", "changed"] and config["labels"] == {"k": "w"} and config["must"] is False
     assert config["token"] == STORED["token"]  # left blank: unchanged

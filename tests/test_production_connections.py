@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -24,9 +26,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test import Client
 
-from jobscheduler.env import PoolSize, connections_for_process, parse_database_url, process_kind
+from jobscheduler.env import (
+    SCHEDULER_CONNECTIONS,
+    PoolSize,
+    connections_for_process,
+    parse_database_url,
+    process_kind,
+)
 from scheduler_app import services
-from tests.processes import database_url, free_port, manage, wait_for_port
+from tests.processes import ManagedProcess, database_url, free_port, manage, process_env, wait_for_port
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POOL: PoolSize = {"min_size": 1, "max_size": 3, "timeout": 20.0}
@@ -45,6 +53,7 @@ ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
         (["/usr/lib/python3/site-packages/django/__main__.py", "runscheduler"], "scheduler"),
         (["/srv/app/.venv/bin/daphne", "--port", "8001", "jobscheduler.asgi:application"], "web"),
         (["/srv/app/.venv/bin/uvicorn", "jobscheduler.asgi:application"], "web"),
+        (["/srv/app/.venv/lib/python3.11/site-packages/daphne/__main__.py", "-p", "8001"], "web"),
         (["/srv/app/.venv/bin/pytest", "-q"], "command"),
         ([], "command"),
     ],
@@ -81,6 +90,10 @@ def test_web_processes_pool_postgresql_connections_and_schedulers_keep_theirs(tm
 
 
 # -- a real web process on PostgreSQL ------------------------------------------------------------
+
+
+def python(args: list[str], log_path: Path, **env: str) -> ManagedProcess:
+    return ManagedProcess([sys.executable, *args], log_path, process_env(**env))
 
 
 def session_cookie(user: Any) -> str:
@@ -127,7 +140,7 @@ class ConnectionSampler:
 
 
 async def get_pages(base: str, cookie: str, paths: list[str], concurrency: int) -> list[int]:
-    """GET every path (``concurrency`` at a time, bounded); return the status codes."""
+    """GET every path (``concurrency`` at a time, bounded) until one fails; return the status codes."""
     statuses: list[int] = []
     queue = list(reversed(paths))
     async with aiohttp.ClientSession(base, cookies={"sessionid": cookie}) as session:
@@ -137,6 +150,8 @@ async def get_pages(base: str, cookie: str, paths: list[str], concurrency: int) 
                 async with session.get(queue.pop(), allow_redirects=False) as response:
                     await response.read()
                     statuses.append(response.status)
+                    if response.status != 200:
+                        queue.clear()  # one failure says it: stop instead of waiting out the rest
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return statuses
@@ -145,16 +160,30 @@ async def get_pages(base: str, cookie: str, paths: list[str], concurrency: int) 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(not ON_POSTGRES, reason="pooling is PostgreSQL's: runs in the PostgreSQL leg of ./dev.sh test")
-def test_a_burst_of_requests_never_holds_more_connections_than_the_web_pool(tmp_path: Path, alice, sample_plugin):
+@pytest.mark.parametrize("launcher", ["manage.py serve", "daphne"])
+def test_a_burst_of_requests_never_holds_more_connections_than_the_web_pool(
+    tmp_path: Path, alice, sample_plugin, launcher: str
+):
     services.create_job(alice, sample_plugin, {"name": "Pool", "times": 1}, description="pooled")
+    # A pool of one: every request waits for the same connection, so one connection left
+    # borrowed (by start-up, or a request that never gave it back) would stop the process.
+    pool: PoolSize = {"min_size": 1, "max_size": 1, "timeout": 20.0}
     name = f"web-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    web = manage(
-        ["serve", "--port", str(port), "--no-scheduler"],
+    # Both ways docs/deployment.md starts a web process: the command, and daphne's own CLI
+    # (the systemd unit), which must be recognised as a web process from its command line.
+    command = (
+        ["serve", "--port", str(port), "--no-scheduler"]
+        if launcher == "manage.py serve"
+        else ["-m", "daphne", "-p", str(port), "jobscheduler.asgi:application"]
+    )
+    web = (manage if launcher == "manage.py serve" else python)(
+        command,
         tmp_path / "web.log",
         DB_CONNECTION=f"{database_url()}?application_name={name}",
-        DB_POOL_MIN_SIZE=str(POOL["min_size"]),
-        DB_POOL_MAX_SIZE=str(POOL["max_size"]),
+        DB_POOL_MIN_SIZE=str(pool["min_size"]),
+        DB_POOL_MAX_SIZE=str(pool["max_size"]),
+        DB_POOL_TIMEOUT="5",
         SCHEDULER_EMBEDDED="false",
     )
     scheduler = manage(["runscheduler"], tmp_path / "scheduler.log", SCHEDULER_EMBEDDED="false")
@@ -169,7 +198,7 @@ def test_a_burst_of_requests_never_holds_more_connections_than_the_web_pool(tmp_
             sequential = asyncio.run(get_pages(f"http://127.0.0.1:{port}", cookie, pages * 60, concurrency=1))
             burst = asyncio.run(get_pages(f"http://127.0.0.1:{port}", cookie, pages * 150, concurrency=40))
         assert sequential.count(200) == 120 and burst.count(200) == 300, (sequential, burst)
-        assert sampler.samples and max(sampler.samples) <= POOL["max_size"], sampler.samples
+        assert sampler.samples and max(sampler.samples) <= pool["max_size"], sampler.samples
         assert max(sampler.samples) >= 1, "the sampler saw the web process's connections"
         # The scheduler keeps its few long-lived connections, named as such, beside the pool.
         assert 1 <= connections_named("jobscheduler-scheduler") <= 4
@@ -235,3 +264,31 @@ def test_two_hundred_websockets_connecting_at_once_are_all_accepted(tmp_path: Pa
         raise
     finally:
         web.stop(timeout=10)
+
+
+def pool_of(argv: list[str], **env: str) -> object:
+    """The pool options ``jobscheduler.settings`` gives a process started as ``argv``."""
+    code = (
+        "import json, sys; sys.argv = json.loads(sys.argv[1]); from django.conf import settings; "
+        "print(json.dumps(settings.DATABASES['default']['OPTIONS'].get('pool')))"
+    )
+    full_env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "jobscheduler.settings",
+        "SECRET_KEY": "x" * 50,
+        "DB_CONNECTION": "postgres://u@db.invalid:5432/jobs",
+        **env,
+    }
+    full_env.pop("JOBSCHEDULER_PROCESS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(argv)], env=full_env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_settings_pool_web_processes_and_leave_room_for_an_embedded_scheduler():
+    assert pool_of(["manage.py", "serve"], DB_POOL_MAX_SIZE="6") == {"min_size": 1, "max_size": 6, "timeout": 20.0}
+    assert pool_of(["manage.py", "runscheduler"], DB_POOL_MAX_SIZE="6") is None
+    # The embedded scheduler's threads hold their connections for good: on top of the requests'.
+    embedded = pool_of(["manage.py", "serve"], DB_POOL_MAX_SIZE="6", SCHEDULER_EMBEDDED="true")
+    assert embedded["max_size"] == 6 + SCHEDULER_CONNECTIONS

@@ -82,18 +82,23 @@ def test_a_database_outage_loses_no_run_record_or_log_line(schedulers):
 
 
 async def _receive_lines(group: str, timeout: float) -> list[dict]:
+    """The next ``log.lines`` batch of ``group``, received the way a web process does (live_bus)."""
     from channels.layers import get_channel_layer
 
+    from scheduler_app import live_bus
+
     layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(group, channel)
+    bus = live_bus.bus_for(layer)
+    received: asyncio.Queue[dict] = asyncio.Queue()
+    await bus.subscribe(group, received.put_nowait)
     try:
         while True:
-            message = await asyncio.wait_for(layer.receive(channel), timeout)
+            message = await asyncio.wait_for(received.get(), timeout)
             if message["type"] == "log.lines":
                 return message["lines"]
     finally:
-        await layer.group_discard(group, channel)
+        await bus.unsubscribe(group)
+        await bus.close()
         await layer.close_pools()
 
 

@@ -60,6 +60,7 @@ MALFORMED: dict[str, tuple[str, str, str]] = {
     "db-postgres-without-name": ("DB_CONNECTION", "postgres://h/", "the database name is missing"),
     "db-postgres-bad-port": ("DB_CONNECTION", "postgres://h:port/db", "the port is not a number"),
     "db-sqlite-without-path": ("DB_CONNECTION", "sqlite://", "expected sqlite:///"),
+    "db-sqlite-in-memory": ("DB_CONNECTION", "sqlite:///:memory:", "an in-memory database is not supported"),
     "redis-http": ("REDIS_URL", "http://x", "expected redis://"),
     "time-zone-mars": ("TIME_ZONE", "Mars/Olympus", "expected an IANA time zone"),
     "module-path-missing": ("MODULE_PATH", "/nonexistent/plugins-folder", "is not a folder"),

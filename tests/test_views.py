@@ -59,7 +59,7 @@ def test_the_dashboard_lists_enabled_plugins_with_jobs_last_and_next_run(client,
     assert "greeter" in body and "badge-active" in body
     assert f'href="/runs/{run.pk}/"' in body and "failed" in body
     assert "3.00 s" in body  # duration
-    assert re.search(r">(in \d+ s|now)</span>", body)  # next run of the active job
+    assert re.search(r">(in \d+ s|now)</time>", body)  # next run of the active job
     assert f'href="/plugins/{sample_plugin.pk}/"' in body
 
 
@@ -223,7 +223,7 @@ def test_the_run_history_pages_with_a_keyset_cursor(client, job):
     while url:
         body = client.get(url).content.decode()
         assert "120 runs" in body
-        seen += [int(x) for x in re.findall(r'<td><a href="/runs/(\d+)/">', body)]
+        seen += [int(x) for x in re.findall(r'<td data-label="Run"><a href="/runs/(\d+)/">', body)]
         found = re.search(r'href="(\?after=[^"]+)" rel="next"', body)
         url = f"/jobs/{job.pk}/runs/{html.unescape(found.group(1))}" if found else None
         pages += 1

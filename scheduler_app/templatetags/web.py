@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 
 from django import template
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -50,6 +52,32 @@ def relative(value: datetime | None) -> str:
     else:
         text = f"{int(seconds // 86400)} d"
     return f"in {text}" if future else f"{text} ago"
+
+
+def _server_text(value: datetime) -> str:
+    """The fallback text (before the page's script shows the browser's zone): server time, labelled."""
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+@register.filter
+def abs_time(value: datetime | None) -> SafeString:
+    """A ``<time>`` that static/js/pages.js rewrites in the browser's time zone, with its label."""
+    if value is None:
+        return mark_safe('<span class="muted">—</span>')
+    return format_html('<time datetime="{}" data-time="abs">{}</time>', value.isoformat(), _server_text(value))
+
+
+@register.filter
+def rel_time(value: datetime | None) -> SafeString:
+    """``12 s ago`` / ``in 3 min`` that keeps ticking in the browser; the exact time in its title."""
+    if value is None:
+        return mark_safe('<span class="muted">—</span>')
+    return format_html(
+        '<time datetime="{}" data-time="rel" title="{}">{}</time>',
+        value.isoformat(),
+        _server_text(value),
+        relative(value),
+    )
 
 
 @register.filter

@@ -87,6 +87,9 @@
     this.jobs = {};
     this.runs = {};
     this.runOrder = [];
+    this.headed = new Set();        // runs whose heading line is shown (once per run, not per switch)
+    this.filter = { kind: "all", id: null };
+    this.filterEl = root.querySelector("[data-filter]");
     this.seen = new Set();
     this.lastId = Number(root.getAttribute("data-after") || 0);
     this.lastRun = null;
@@ -106,6 +109,10 @@
     this.updateCount();
     if (this.earlierBtn) this.earlierBtn.addEventListener("click", function () { self.loadEarlier(); });
     if (this.pauseBtn) this.pauseBtn.addEventListener("click", function () { self.setPaused(!self.paused); });
+    if (this.filterEl) this.filterEl.addEventListener("change", function () {
+      var parts = self.filterEl.value.split(":");
+      self.setFilter(parts[0], parts.length > 1 ? Number(parts[1]) : null);
+    });
     var clearBtn = root.querySelector('[data-action="clear"]');
     if (clearBtn) clearBtn.addEventListener("click", function () {
       self.list.textContent = "";
@@ -204,7 +211,9 @@
       var wasConnected = this.everConnected;
       this.everConnected = true;
       this.jobs = msg.jobs || {};
-      this.setState("live", "live");
+      if (this.finished) this.setState("complete", "complete");
+      else this.setState("live", "live");
+      this.updateFilterOptions();
       if (wasConnected && !this.behind) this.marker("reconnected; resumed after line " + this.lastId);
       this.behind = false;
       if (msg.notice && !wasConnected) {
@@ -236,6 +245,7 @@
     var li = el("li", "logline lvl-" + level.toLowerCase());
     li.setAttribute("data-id", String(line.id));
     li.setAttribute("data-run", String(line.run));
+    li.setAttribute("data-job", String(line.job));
     li.setAttribute("data-seq", String(line.seq));
     var time = el("time", null, clock(line.ts));
     time.setAttribute("datetime", line.ts);
@@ -264,11 +274,13 @@
       if (this.runFilter !== null && line.run !== this.runFilter) continue;
       this.seen.add(line.id);
       if (line.id > this.lastId) this.lastId = line.id;
-      if (this.runFilter === null && line.run !== this.lastRun) {
-        fragment.appendChild(this.runHeader(line));
-        this.lastRun = line.run;
+      if (this.runFilter === null && !this.headed.has(line.run)) {
+        // One heading where a run's lines begin; interleaved runs are told apart by each line's #tag.
+        this.headed.add(line.run);
+        fragment.appendChild(this.applyFilter(this.runHeader(line)));
       }
-      fragment.appendChild(this.lineNode(line));
+      this.lastRun = line.run;
+      fragment.appendChild(this.applyFilter(this.lineNode(line)));
       added++;
     }
     if (!added) return;
@@ -331,6 +343,7 @@
   LogView.prototype.runHeader = function (line) {
     var li = el("li", "logline is-run-header");
     li.setAttribute("data-run-header", String(line.run));
+    li.setAttribute("data-job", String(line.job));
     var link = el("a", null, "run #" + line.run);
     link.href = "/runs/" + encodeURIComponent(line.run) + "/";
     li.appendChild(link);
@@ -344,7 +357,42 @@
     if (!this.paused) this.scrollToEnd();
   };
 
+  /* Show every line, one configuration's (kind "job") or one run's (kind "run"). */
+  LogView.prototype.setFilter = function (kind, id) {
+    this.filter = { kind: kind || "all", id: id };
+    var self = this;
+    Array.prototype.forEach.call(this.list.querySelectorAll(".logline[data-run], .logline[data-run-header]"), function (li) { self.applyFilter(li); });
+    this.root.setAttribute("data-filter-kind", this.filter.kind);
+    if (!this.paused) this.scrollToEnd();
+  };
+
+  LogView.prototype.applyFilter = function (li) {
+    var f = this.filter;
+    var run = Number(li.getAttribute("data-run") || li.getAttribute("data-run-header"));
+    li.hidden = f.kind === "run" ? run !== f.id
+      : f.kind === "job" ? Number(li.getAttribute("data-job")) !== f.id : false;
+    return li;
+  };
+
+  LogView.prototype.updateFilterOptions = function () {
+    if (!this.filterEl) return;
+    var current = this.filterEl.value;
+    var self = this;
+    this.filterEl.textContent = "";
+    function option(value, text) {
+      var node = el("option", null, text);
+      node.value = value;
+      self.filterEl.appendChild(node);
+    }
+    option("all", "All configurations");
+    Object.keys(this.jobs).forEach(function (id) { option("job:" + id, "Configuration: " + self.jobs[id]); });
+    this.runOrder.slice().reverse().forEach(function (id) { option("run:" + id, "Run #" + id + " only"); });
+    if (this.filter.kind === "run" && this.runOrder.indexOf(this.filter.id) === -1) option(current, "Run #" + this.filter.id + " only");
+    this.filterEl.value = current && Array.prototype.some.call(this.filterEl.options, function (o) { return o.value === current; }) ? current : "all";
+  };
+
   LogView.prototype.updateRun = function (run) {
+    if (run) document.dispatchEvent(new CustomEvent("jobscheduler:run", { detail: run }));  // pages.js follows it
     if (!run || (this.runFilter !== null && run.id !== this.runFilter)) {
       return;
     }
@@ -356,11 +404,14 @@
       }
       if (["succeeded", "failed", "timed_out", "cancelled", "lost"].indexOf(run.status) !== -1) {
         this.marker("run " + run.status.replace("_", " ") + (run.error ? ": " + run.error : ""));
+        this.finished = true;
+        this.setState("complete", "complete");
       }
       return;
     }
     this.updateJobCard(run);
-    if (!this.runs[run.id]) this.runOrder.push(run.id);
+    var isNew = !this.runs[run.id];
+    if (isNew) this.runOrder.push(run.id);
     this.runs[run.id] = run;
     while (this.runOrder.length > MAX_RUN_CHIPS) delete this.runs[this.runOrder.shift()];
     var self = this;
@@ -374,14 +425,25 @@
       link.href = "/runs/" + encodeURIComponent(r.id) + "/";
       if (r.error) link.title = r.error;
       chip.appendChild(link);
+      var only = el("button", "runchip-only", "only");
+      only.type = "button";
+      only.title = "Show only the lines of run #" + r.id;
+      only.addEventListener("click", function () {
+        self.setFilter("run", r.id);
+        self.updateFilterOptions();
+        if (self.filterEl) self.filterEl.value = "run:" + r.id;
+      });
+      chip.appendChild(only);
       self.runsEl.appendChild(chip);
     });
+    if (isNew) this.updateFilterOptions();
   };
 
   /* On the plugin page, keep each job's "Last run" cell current as runs start and finish. */
   LogView.prototype.updateJobCard = function (run) {
     var cell = document.querySelector('[data-last-run-for="' + Number(run.job) + '"]');
     if (!cell) return;
+    if (window.jobschedulerFillRunCell) { window.jobschedulerFillRunCell(cell, run); return; }
     var shown = cell.querySelector("a[data-run-id]");
     if (shown && Number(shown.getAttribute("data-run-id")) > run.id) return;
     cell.textContent = "";

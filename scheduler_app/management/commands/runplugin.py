@@ -139,19 +139,9 @@ class Command(BaseCommand):
 
 
 def _masked(package: str, raw: dict[str, Any]) -> Any:
-    """The config as it may be printed: secrets replaced by ``***``."""
-    from scheduler_app.jsonform_schema import secret_paths
-
+    """The config as it may be printed: validated, with every secret (Optional ones too) masked by Pydantic."""
     try:
-        schema = plugin_host.get_plugin(package).schema()
-        paths = secret_paths(schema, raw)
-    except Exception:
-        return raw
-    masked = json.loads(json.dumps(raw))
-    for path in paths:
-        node = masked
-        for key in path[:-1]:
-            node = node[key]
-        if path and node[path[-1]]:
-            node[path[-1]] = "***"
-    return masked
+        model = plugin_host.get_plugin(package).validate(raw)
+    except (PluginLoadError, ConfigValidationError):
+        return "(not shown)"
+    return model.model_dump(mode="json", by_alias=True)

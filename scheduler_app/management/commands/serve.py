@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 log = logging.getLogger("scheduler_app.serve")
 
@@ -46,6 +47,11 @@ class Command(BaseCommand):
         from twisted.internet.error import CannotListenError
 
         reactor: Any = twisted_reactor  # the module-level reactor's stubs don't match the installed one
+
+        # The system checks queried the database from this thread, which never serves a
+        # request: give its connection back, or it stays borrowed from the web pool (one of
+        # DB_POOL_MAX_SIZE) for the life of the process; with a pool of one, nothing served.
+        connections.close_all()
 
         class _Server(Server):
             """daphne's server, remembering a listen failure (daphne only logs it) so we exit non-zero."""

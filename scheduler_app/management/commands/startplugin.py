@@ -9,6 +9,7 @@ MODULE_PATH folder) and a test that runs it through ``scheduler_app.testing.run_
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +104,23 @@ class Command(BaseCommand):
         if not test_path.exists():
             test_path.write_text(TEST_TEMPLATE.format(name=name, package=package))
         self.stdout.write(f"created {folder}/plugin.py and {test_path}")
-        self.stdout.write("next:")
+        python = _python()
+        self.stdout.write("next (from the project's folder):")
         if not in_repo:
-            self.stdout.write(f"  export MODULE_PATH={base}   (so the scheduler and the web find it)")
-        self.stdout.write(f"  python manage.py runplugin '{package}' --config '{{\"name\": \"Ada\"}}'")
-        self.stdout.write(f"  python -m pytest {test_path}")
-        self.stdout.write(f"  python manage.py plugins register '{package}' --interval 60")
+            self.stdout.write(f"  export MODULE_PATH={base}   # so the scheduler and the web find it")
+        self.stdout.write(f"  {python} manage.py runplugin '{package}' --config '{{\"name\": \"Ada\"}}'")
+        if in_repo:
+            self.stdout.write(f"  {python} -m pytest {test_path.relative_to(settings.BASE_DIR)}")
+        else:
+            # A test outside the project finds no pytest configuration of its own: name the project's.
+            self.stdout.write(f"  {python} -m pytest -c pyproject.toml --rootdir . {test_path}")
+        self.stdout.write(f"  {python} manage.py plugins register '{package}' --interval 60")
+
+
+def _python() -> str:
+    """The interpreter to print: the project's virtualenv as a relative path, else ``python``."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(Path(settings.BASE_DIR)))
+    except ValueError:
+        return "python"

@@ -1,0 +1,1 @@
+"""English formats: ISO dates, 24-hour times with seconds."""
