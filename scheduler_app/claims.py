@@ -38,10 +38,12 @@ class SlotClaim:
     package: str
 
 
-def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple[int, int], int]:
+def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = True) -> dict[tuple[int, int], int]:
     """Claim the given slots for ``node``; return ``{(job_id, slot_ms): run_id}`` for the ones it won.
 
-    At most one slot per job is claimed (the latest given): a job never overlaps itself.
+    At most one slot per job is claimed (the latest given): a job never overlaps itself. ``lock``
+    (``lock_jobs``) may be left out while no other node can be claiming these jobs: the engine
+    does so while the division of jobs has been stable for a while.
     """
     if not claims:
         return {}
@@ -56,8 +58,9 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
     now_db = to_db(now)
     running, scheduled = JobRun.Status.RUNNING.value, JobRun.Trigger.SCHEDULE.value
     with transaction.atomic(), raw_cursor() as (cursor, p):
-        locked = lock_jobs([c.job_id for c in claims])
-        claims = [c for c in claims if c.job_id in locked]
+        if lock:
+            locked = lock_jobs([c.job_id for c in claims])
+            claims = [c for c in claims if c.job_id in locked]
         # This node knows its own running jobs (and may not have flushed the finish of one that
         # just ended); the database tells about the other nodes'.
         busy: set[int] = set()

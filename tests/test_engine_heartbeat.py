@@ -159,3 +159,20 @@ async def test_a_stopped_node_no_longer_watches_its_lease():
     world.heartbeat.check_lease()
     assert world.fences == []
     assert world.db.called("mark_stopped")
+
+
+async def test_claims_lock_the_jobs_only_while_the_division_is_unsettled():
+    world = World()
+    await world.heartbeat.register()
+    assert world.heartbeat.division_unsettled(), "just started: the others are adding it"
+    await world.beats(6)
+    assert not world.heartbeat.division_unsettled(), "stable for 2 x LOST_AFTER: only this node claims its share"
+    world.db.members = [ME, "other:20:bbbbbb"]
+    await world.beats(0.5)
+    assert world.heartbeat.division_unsettled()
+    await world.beats(6)
+    assert not world.heartbeat.division_unsettled()
+    world.now += 2.6  # a stall: fenced, and the others may drop it from their views
+    assert not world.heartbeat.may_act()
+    await world.beats(0.5)
+    assert world.heartbeat.may_act() and world.heartbeat.division_unsettled()

@@ -7,7 +7,9 @@ manual runs ("run now") are claimed the same way, woken by ``run.queued`` notifi
 short poll as the fallback; only the queued runs of this node's share (``owns``) are claimed.
 The claimer knows nothing of plugins.
 
-Fencing: nothing is claimed while ``may_act`` says no, and a claim won while this node was
+Only while the division of jobs is unsettled (``must_lock``) can two nodes claim one job at once;
+then the claim locks the jobs' rows first (``claims.lock_jobs``), otherwise it saves that
+statement. Fencing: nothing is claimed while ``may_act`` says no, and a claim won while this node was
 fenced or renamed on the way (a pause during the claim's round trip) is handed to ``give_up``
 (recorded cancelled), never started.
 """
@@ -54,8 +56,10 @@ class Claimer:
         owns: Callable[[int], bool] = lambda job_id: True,
         may_act: Callable[[], bool] = lambda: True,
         give_up: GiveUp | None = None,
+        must_lock: Callable[[], bool] = lambda: True,
     ) -> None:
         self.db = db
+        self.must_lock = must_lock
         self.owns = owns
         self.may_act = may_act
         self.give_up = give_up
@@ -110,7 +114,7 @@ class Claimer:
         now, node = self.clock(), self.node
         wanted = [claims.SlotClaim(spec.id, slot_ms, spec.package) for spec, slot_ms in batch]
         try:
-            won = await self.db.write(claims.claim_slots, node, wanted, now)
+            won = await self.db.write(claims.claim_slots, node, wanted, now, self.must_lock())
         except Exception as exc:
             log.warning("could not claim %d due slots (%s: %s); they are skipped", len(batch), type(exc).__name__, exc)
             return 0

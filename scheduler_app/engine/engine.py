@@ -102,7 +102,8 @@ class Engine:
         )
         membership = self.heartbeat.membership
         self.claimer = Claimer(self.db, self.schedule, self.node, self.start_run, self.counters, utcnow,
-                               owns=membership.mine, may_act=self.heartbeat.may_act, give_up=self._give_up)  # fmt: skip
+                               owns=membership.mine, may_act=self.heartbeat.may_act, give_up=self._give_up,
+                               must_lock=self.heartbeat.division_unsettled)  # fmt: skip
         self.reconciler = Reconciler(
             self.db, JobTable(), self.reconcile_seconds, self.apply, self._reload, self.counters
         )

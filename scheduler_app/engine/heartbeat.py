@@ -78,6 +78,8 @@ class Heartbeat:
         self.membership = Membership(node)
         self.fenced = False
         self.fence_reason = ""
+        #: when this node last saw the members change (it started, joined, lost or renamed one)
+        self._members_changed_at = monotonic()
         self._stopped = False
         self._failing_since: float | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -121,9 +123,12 @@ class Heartbeat:
         # A heartbeat sent before a pause and answered after it renews nothing: still fenced.
         if self.fenced and self.lease.valid(self.monotonic()):
             self.fenced = False
+            # The others may have dropped it from their views meanwhile: lock while they re-add it.
+            self._members_changed_at = self.monotonic()
             log.warning("node %s: heartbeats get through again; claiming again", node)
         before = copy.copy(self.membership)
         if self.membership.update(beat.members):
+            self._members_changed_at = self.monotonic()
             self.on_members(before)
         if self.lease.may_judge(self.monotonic()):
             await self.sweep()
@@ -162,6 +167,14 @@ class Heartbeat:
 
     # -- fencing -------------------------------------------------------------------------------
 
+    def division_unsettled(self) -> bool:
+        """Whether another node may still be claiming a job of this node's share.
+
+        Every node reads the same member list within a heartbeat or two of a change, so views can
+        differ only shortly after one; ``2 * LOST_AFTER`` leaves room for late heartbeats. Any
+        node seeing a change (a start, a join, a loss, a rename) keeps locking that long."""
+        return self.monotonic() - self._members_changed_at < 2 * self.lost_after_seconds
+
     def may_act(self) -> bool:
         """Whether this node may claim and start runs now."""
         self.check_lease()
@@ -196,6 +209,7 @@ class Heartbeat:
         self.fenced = False
         before = copy.copy(self.membership)
         self.membership.rename(new)
+        self._members_changed_at = self.monotonic()
         log.warning("node %s was declared lost by another node (paused or cut off for over %g s); its runs were "
                     "cancelled and marked lost; rejoined as %s", old, self.lost_after_seconds, new)  # fmt: skip
         self.on_rename(new)
