@@ -314,6 +314,28 @@ asyncio.run(main())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compare_metrics(db_url: str, loads: list[tuple[int, int]], seconds: float, redis: bool, rounds: int) -> None:
+    """What Prometheus metrics cost: CPU per recorded run with METRICS_ENABLED=false and true,
+    alternated (off, on, off, on ...) so drift in the machine's load hits both alike."""
+    for jobs, interval in loads:
+        per_run: dict[str, list[float]] = {"false": [], "true": []}
+        for _ in range(rounds):
+            for enabled in ("false", "true"):
+                os.environ["METRICS_ENABLED"] = enabled
+                res = measure_scheduler(db_url, jobs, interval, seconds, redis)
+                print(f"metrics={enabled}", json.dumps(res), flush=True)
+                if res["cpu_us_per_run"]:
+                    per_run[enabled].append(res["cpu_us_per_run"])
+        off, on = (sorted(v)[len(v) // 2] for v in (per_run["false"], per_run["true"]))
+        print(
+            "metrics-cost",
+            json.dumps({"jobs": jobs, "interval": interval, "cpu_us_per_run_off": off, "cpu_us_per_run_on": on,
+                        "ratio": round(on / off, 3), "rounds": rounds}),
+            flush=True,
+        )  # fmt: skip
+    os.environ.pop("METRICS_ENABLED", None)
+
+
 # --- the issue's ratios, measured in one run ----------------------------------------------
 
 #: offered runs/s tried, lowest first, until one fails (every run recorded, p99 lag < 100 ms)
@@ -420,6 +442,13 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=15, help="measuring window per scenario")
     parser.add_argument("--redis", action="store_true", help="publish through Redis (REDIS_URL) in dispatch runs")
+    parser.add_argument(
+        "--compare-metrics",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="dispatch only: alternate METRICS_ENABLED=false/true ROUNDS times per load, report CPU per run of each",
+    )
     parser.add_argument("--profile", choices=["flamegraph", "speedscope"], default="",
                         help="record the scheduler with py-spy during each dispatch window")  # fmt: skip
     args = parser.parse_args()
@@ -430,6 +459,9 @@ def main() -> None:
     if args.only == "ratios":
         results["ratios"] = ratios(db_url, args.seconds, args.postgres)
     loads = [(j, args.interval) for j in (args.jobs or [1000, 10000])]
+    if args.compare_metrics:
+        compare_metrics(db_url, loads, args.seconds, args.redis, args.compare_metrics)
+        return
     if args.only == "all":
         loads += [(10000, 2), (10000, 1)]  # 5,000 and 10,000 offered runs/s: where does it saturate?
     if args.only in ("dispatch", "all"):

@@ -398,6 +398,8 @@ def bare_server_main(port: int) -> None:
         while time.monotonic() - start < spec["seconds"]:
             now = datetime.now(UTC).isoformat()
             for path, members in list(groups.items()):
+                if not members:
+                    continue  # a stream of an earlier scenario: nobody to send to
                 lines = []
                 for _ in range(per_frame):
                     seq = seqs[path] = seqs.get(path, 0) + 1

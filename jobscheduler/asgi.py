@@ -22,14 +22,18 @@ try:
 except ImportError:  # until the consumers land
     pass
 
+from scheduler_app.health import ProbeApp  # noqa: E402
 from scheduler_app.socket_flow import with_write_flow  # noqa: E402
 
-application = with_write_flow(
-    ProtocolTypeRouter(
-        {
-            "http": django_asgi_app,
-            # Same origin as Django's CSRF check (scheme, host and port), not just an allowed host.
-            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-        }
+# /healthz, /readyz and /metrics are answered in front of Django (scheduler_app/health.py says why).
+application = ProbeApp(
+    with_write_flow(
+        ProtocolTypeRouter(
+            {
+                "http": django_asgi_app,
+                # Same origin as Django's CSRF check (scheme, host and port), not just an allowed host.
+                "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            }
+        )
     )
 )

@@ -204,7 +204,12 @@ def connections_for_process(database: dict[str, Any], kind: ProcessKind, pool: P
 
 
 def redis_channel_layer(
-    url: str, *, prefix: str = "jobscheduler", max_connections: int = 50, pool_timeout: float = 20.0
+    url: str,
+    *,
+    prefix: str = "jobscheduler",
+    max_connections: int = 50,
+    pool_timeout: float = 20.0,
+    client_name: str = "",
 ) -> dict[str, Any]:
     """The ``CHANNEL_LAYERS`` entry for Redis at ``url``; tests building their own layer use it too.
 
@@ -215,7 +220,8 @@ def redis_channel_layer(
 
     Each process holds at most ``max_connections`` connections to Redis; a command that finds
     them all busy (a burst of websockets joining their groups) waits up to ``pool_timeout``
-    seconds for one instead of failing (``jobscheduler.redis_layer``).
+    seconds for one instead of failing (``jobscheduler.redis_layer``). ``client_name`` names the
+    connections in Redis's ``CLIENT LIST``, so an operator sees which process holds which.
     """
     return {
         "BACKEND": "jobscheduler.redis_layer.WaitingRedisChannelLayer",
@@ -227,6 +233,7 @@ def redis_channel_layer(
                     "socket_connect_timeout": 5,
                     "max_connections": max_connections,
                     "timeout": pool_timeout,
+                    **({"client_name": client_name} if client_name else {}),
                 }
             ],
             "capacity": 5000,

@@ -6,6 +6,7 @@ message naming the variable (see jobscheduler/env.py).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -80,6 +81,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # who changed what, through the admin or a page (scheduler_app/audit.py)
+    "scheduler_app.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -136,6 +139,8 @@ if REDIS_URL:
             prefix=env_str("CHANNEL_LAYER_PREFIX", "jobscheduler"),
             max_connections=env_int("REDIS_MAX_CONNECTIONS", 50, minimum=1),
             pool_timeout=env_float("REDIS_POOL_TIMEOUT", 20.0, minimum=0.1),
+            # `CLIENT LIST` shows each connection as <prefix>-<process kind>-<pid>
+            client_name=f"{env_str('CHANNEL_LAYER_PREFIX', 'jobscheduler')}-{PROCESS_KIND}-{os.getpid()}",
         )
     }
 else:
@@ -241,6 +246,46 @@ if SCHEDULER["LOST_AFTER_SECONDS"] < 2 * SCHEDULER["HEARTBEAT_SECONDS"]:
 # Live logs: the most encoded bytes one websocket may have queued and unsent before it is told
 # it fell behind and resumes from the database (scheduler_app/live_hub.py).
 LIVE_LOG_VIEWER_BUFFER = env_int("LIVE_LOG_VIEWER_BUFFER", 1_000_000, minimum=10_000)
+
+# Operations (docs/operations.md): who may read /metrics, failure alerts and their mail.
+# /metrics answers a request that carries "Authorization: Bearer <METRICS_TOKEN>" or comes from
+# one of METRICS_ALLOWED_ADDRESSES (addresses or networks; loopback by default).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOWED_ADDRESSES = env_list("METRICS_ALLOWED_ADDRESSES", ["127.0.0.1/32", "::1/128"])
+for _net in METRICS_ALLOWED_ADDRESSES:
+    try:
+        ipaddress.ip_network(_net, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_ADDRESSES={os.environ.get('METRICS_ALLOWED_ADDRESSES')!r}: {_net!r} is not an "
+            "address or network; expected e.g. 127.0.0.1,10.0.0.0/8"
+        ) from None
+
+ALERTS: dict[str, Any] = {
+    # send failure alerts from scheduler processes (each runs a small alert thread)
+    "ENABLED": env_bool("ALERTS_ENABLED", True),
+    "POLL_SECONDS": env_float("ALERTS_POLL_SECONDS", 1.0, minimum=0.1),
+    # runs whose record was committed this late after they finished are still looked at
+    "LOOKBACK_SECONDS": env_float("ALERTS_LOOKBACK_SECONDS", 60.0, minimum=1.0),
+    # first retry after this long, doubling each time, MAX_ATTEMPTS tries in all
+    "RETRY_SECONDS": env_float("ALERTS_RETRY_SECONDS", 30.0, minimum=0.1),
+    "MAX_ATTEMPTS": env_int("ALERTS_MAX_ATTEMPTS", 6, minimum=1),
+    "WEBHOOK_TIMEOUT": env_float("ALERTS_WEBHOOK_TIMEOUT", 10.0, minimum=0.1),
+    # links in alerts point here, e.g. https://jobs.example.com
+    "SITE_URL": env_str("SITE_URL"),
+}
+
+# Mail for alerts: Django's backends (smtp by default; console or file for trials).
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "jobscheduler@localhost")
+if env_str("EMAIL_FILE_PATH"):
+    EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

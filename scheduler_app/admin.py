@@ -692,3 +692,7 @@ class SchedulerNodeAdmin(ReadOnlyAdmin):
             + urlencode({"node": obj.name, "status__exact": "running"})
         )
         return format_html('<a href="{}">{}</a>', url, count)
+
+
+# The audit trail and alerts have their own admin module.
+from scheduler_app import ops_admin  # noqa: E402,F401

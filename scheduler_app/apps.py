@@ -11,9 +11,11 @@ class SchedulerAppConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import pre_save
 
-        from scheduler_app import checks  # noqa: F401  (registers system checks)
+        from scheduler_app import audit, checks  # noqa: F401  (checks registers system checks)
         from scheduler_app.fixtures import check_fixture_object
 
         # Fixtures save raw, past services: this receiver applies the same rules to them.
         for model in self.get_models():
             pre_save.connect(check_fixture_object, sender=model, dispatch_uid=f"fixture-rules-{model.__name__}")
+        # ... and this one records them in the audit trail.
+        audit.connect_signals()

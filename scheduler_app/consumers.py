@@ -31,7 +31,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from scheduler_app import access, live_hub, selectors, socket_flow, streams
+from scheduler_app import access, live_hub, metrics, selectors, socket_flow, streams
 from scheduler_app.live_hub import CLOSE_FELL_BEHIND as CLOSE_FELL_BEHIND
 from scheduler_app.models import Plugin
 from scheduler_app.session_watch import SessionWatch
@@ -136,6 +136,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         self.group = streams.log_group_name(plugin_id, user_id)
         await live_hub.hub_for(get_channel_layer()).join(self.group, self.viewer)
         await self.accept()
+        metrics.websocket_opened()
         # Logging out (in any tab) ends this stream within a few seconds: closed with 4401.
         self.session_watch = SessionWatch(self)
         self.session_watch.start()
@@ -179,6 +180,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         if self.session_watch is not None:
             self.session_watch.stop()
         if self.group is not None and self.viewer is not None:
+            metrics.websocket_closed()
             await live_hub.hub_for(get_channel_layer()).leave(self.group, self.viewer)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:

@@ -26,7 +26,7 @@ from collections import defaultdict, deque
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler_app import live_bus, streams
+from scheduler_app import live_bus, metrics, streams
 from scheduler_app.writer import Batch, PendingLine, Writer
 
 log = logging.getLogger("scheduler_app.log_pipeline")
@@ -99,11 +99,20 @@ def run_logger(
     writer: Writer, *, run_id: int, job_id: int, plugin_id: int, user_id: int, package: str
 ) -> tuple[logging.Logger, RunLogHandler]:
     module = package.rpartition(".")[0] or package
-    logger = logging.Logger(f"{module}.run{run_id}", logging.DEBUG)
+    logger = RunLogger(f"{module}.run{run_id}", logging.DEBUG)
     logger.propagate = False
     handler = RunLogHandler(writer, run_id, job_id, streams.log_group_name(plugin_id, user_id))
-    logger.addHandler(handler)
+    # Not addHandler(): it takes logging's module-wide lock, per run; this logger is new and ours.
+    logger.handlers = [handler]
     return logger, handler
+
+
+class RunLogger(logging.Logger):
+    """A run's logger: no caller lookup per record (a stored line has no file or line number,
+    and walking the stack for every line cost more than the line itself)."""
+
+    def findCaller(self, stack_info: bool = False, stacklevel: int = 1) -> tuple[str, int, str, str | None]:
+        return "(unknown file)", 0, "(unknown function)", None
 
 
 class Publisher:
@@ -138,6 +147,7 @@ class Publisher:
 
     # called from the writer thread
     def on_committed(self, batch: Batch) -> None:
+        metrics.log_lines_written(len(batch.lines))
         if self.layer is None:
             return
         messages: list[tuple[str, dict[str, Any]]] = []
@@ -228,6 +238,7 @@ class Publisher:
         sent = await self._bus.publish_many(batch)
         self._sent_in_batch = sent
         self.sent += sent
+        metrics.log_lines_published(sum(len(m["lines"]) for _, m in batch[:sent] if m["type"] == "log.lines"))
 
 
 def status_message(record: streams.RunSnapshot) -> tuple[str, dict[str, Any]]:

@@ -165,6 +165,20 @@ class JobRun(models.Model):
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
 
+    # Django's generated get_FOO_display builds the field's choices dict on every call (~10 us);
+    # the run history shows two per row, a fifth of its template. Same labels from a dict built once.
+    def get_status_display(self) -> str:  # type: ignore[no-redef]  # (django-stubs declares the generated one)
+        return _RUN_LABELS["status"].get(self.status, self.status)
+
+    def get_trigger_display(self) -> str:  # type: ignore[no-redef]
+        return _RUN_LABELS["trigger"].get(self.trigger, self.trigger)
+
+
+_RUN_LABELS: dict[str, dict[str, str]] = {
+    "status": {str(value): str(label) for value, label in JobRun.Status.choices},
+    "trigger": {str(value): str(label) for value, label in JobRun.Trigger.choices},
+}
+
 
 class LogLine(models.Model):
     """One log record of a run; ``id`` is the global cursor a reconnecting browser resumes from."""
@@ -251,3 +265,20 @@ class SchedulerNode(models.Model):
             for name in ("stopped_at", "lost_at", "last_heartbeat")
         }
         return alive_condition().check(fields)
+
+
+# The audit trail and alert models live in their own module; importing them here is what makes
+# Django see them as this app's models.
+from scheduler_app.ops_models import AlertDelivery, AlertRule, AuditEntry, JobAlertState  # noqa: E402
+
+__all__ = [
+    "AlertDelivery",
+    "AlertRule",
+    "AuditEntry",
+    "Job",
+    "JobAlertState",
+    "JobRun",
+    "LogLine",
+    "Plugin",
+    "SchedulerNode",
+]

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from scheduler_app import config_input, notify, plugin_host, secretbox
+from scheduler_app import audit, config_input, notify, plugin_host, secretbox
 from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import ConfigValidationError, FieldError, PluginLoadError
 
@@ -102,6 +102,12 @@ def create_job(
     clean = validate_config(plugin, config or {})
     with transaction.atomic():
         job = Job.objects.create(user=user, plugin=plugin, config=clean, description=description, timeout=timeout)
+        audit.record(
+            "job.create",
+            f"created {_job_label(job)}",
+            job=job,
+            changes=audit.config_diff({}, clean, audit.plugin_schema(plugin.package, plugin.code_version)),
+        )
         if activate:
             _activate(job)
     notify.jobs_changed([job.pk])
@@ -120,6 +126,7 @@ def update_job(
 ) -> Job:
     """Change a job's config, description or timeout; the config is validated first."""
     fields = ["updated_at"]
+    before = audit.job_fields(job)
     if config is not None:
         job.config = validate_config(job.plugin, config)
         fields.append("config")
@@ -131,9 +138,21 @@ def update_job(
             raise JobRuleError("The timeout must be a positive number of seconds.")
         job.timeout = timeout
         fields.append("timeout")
-    job.save(update_fields=fields)
+    with transaction.atomic():
+        job.save(update_fields=fields)
+        # every field the change touched (description, timeout, schedule ...), then the config's leaves
+        changes = audit.field_diff(before, audit.job_fields(job))
+        changes.pop("config", None)
+        schema = audit.plugin_schema(job.plugin.package, job.plugin.code_version) if config is not None else None
+        changes.update(audit.config_diff(before["config"], job.config, schema))
+        if changes:
+            audit.record("job.update", f"changed {_job_label(job)}: {', '.join(changes)}", job=job, changes=changes)
     notify.jobs_changed([job.pk])
     return job
+
+
+def _job_label(job: Job) -> str:
+    return f"job {job.pk} “{job.description}”" if job.description else f"job {job.pk}"
 
 
 def clone_job(job: Job) -> Job:
@@ -147,6 +166,7 @@ def clone_job(job: Job) -> Job:
         timeout=job.timeout,
         active=False,
     )
+    audit.record("job.clone", f"cloned {_job_label(job)} into {_job_label(copy)}", job=copy)
     return copy
 
 
@@ -159,6 +179,14 @@ def _activate(job: Job) -> list[Job]:
     Job.objects.filter(pk__in=[s.pk for s in replaced]).update(active=False, updated_at=timezone.now())
     job.active = True
     job.save(update_fields=["active", "updated_at"])
+    for other in replaced:
+        audit.record(
+            "job.deactivate",
+            f"deactivated {_job_label(other)}: {_job_label(job)} was activated",
+            job=other,
+            changes={"active": [True, False]},
+        )
+    audit.record("job.activate", f"activated {_job_label(job)}", job=job, changes={"active": [False, True]})
     return replaced
 
 
@@ -180,7 +208,9 @@ def activate_job(job: Job) -> list[Job]:
 
 def deactivate_job(job: Job) -> Job:
     job.active = False
-    job.save(update_fields=["active", "updated_at"])
+    with transaction.atomic():
+        job.save(update_fields=["active", "updated_at"])
+        audit.record("job.deactivate", f"deactivated {_job_label(job)}", job=job, changes={"active": [True, False]})
     notify.jobs_changed([job.pk])
     return job
 
@@ -188,7 +218,14 @@ def deactivate_job(job: Job) -> Job:
 def delete_job(job: Job) -> None:
     """Delete a job with its runs and logs; a scheduler running it cancels the run."""
     job_id = job.pk
-    job.delete()
+    with transaction.atomic():
+        audit.record(
+            "job.delete",
+            f"deleted {_job_label(job)} with its runs",
+            job=job,
+            changes=audit.config_diff(job.config, {}, audit.plugin_schema(job.plugin.package)),
+        )
+        job.delete()
     notify.jobs_changed([job_id])
 
 
@@ -209,6 +246,7 @@ def run_now(job: Job, *, at: Any = None) -> JobRun:
             status=JobRun.Status.QUEUED,
             plugin_package=job.plugin.package,
         )
+        audit.record("run.now", f"queued run {run.pk} of {_job_label(job)} (run now)", job=job)
     notify.run_queued(run.pk)
     return run
 
@@ -276,18 +314,49 @@ def rotate_secrets() -> int:
     return changed
 
 
-def update_plugin(plugin: Plugin) -> Plugin:
+_PLUGIN_AUDITED = ("name", "package", "interval", "enabled", "timeout", "description")
+
+
+def update_plugin(plugin: Plugin, *, _action: str = "plugin.update") -> Plugin:
     """Save an operator's change to a plugin (interval, enabled, timeout) and announce it."""
     plugin.full_clean()
-    plugin.save()
+    old = Plugin.objects.filter(pk=plugin.pk).values(*_PLUGIN_AUDITED).first() if plugin.pk else None
+    with transaction.atomic():
+        plugin.save()
+        changes = audit.field_diff(old or {}, {name: getattr(plugin, name) for name in _PLUGIN_AUDITED})
+        if old is None:
+            audit.record(
+                _action,
+                f"registered plugin {plugin.package}, every {plugin.interval} s",
+                plugin=plugin,
+                changes=changes,
+            )
+        elif changes:
+            action = _action
+            if set(changes) == {"enabled"}:
+                action = "plugin.enable" if plugin.enabled else "plugin.disable"
+            audit.record(
+                action, f"changed plugin {plugin.package}: {', '.join(changes)}", plugin=plugin, changes=changes
+            )
     notify.jobs_changed(plugin_ids=[plugin.pk])
     return plugin
 
 
 def set_plugins_enabled(plugins: Iterable[Plugin], enabled: bool) -> int:
     ids = [p.pk for p in plugins]
-    changing = Plugin.objects.filter(pk__in=ids).exclude(enabled=enabled)
-    count = changing.update(enabled=enabled, updated_at=timezone.now())
+    with transaction.atomic():
+        changing = list(Plugin.objects.select_for_update().filter(pk__in=ids).exclude(enabled=enabled))
+        count = Plugin.objects.filter(pk__in=[p.pk for p in changing]).update(
+            enabled=enabled, updated_at=timezone.now()
+        )
+        verb = "enabled" if enabled else "disabled"
+        for plugin in changing:
+            audit.record(
+                f"plugin.{verb[:-1]}",
+                f"{verb} plugin {plugin.package}",
+                plugin=plugin,
+                changes={"enabled": [not enabled, enabled]},
+            )
     notify.jobs_changed(plugin_ids=ids)
     return count
 
@@ -298,8 +367,15 @@ def reload_plugin(plugin: Plugin) -> Plugin:
     Raises PluginLoadError if the new code does not load; the old code keeps running.
     """
     plugin_host.check_reload(plugin.package)
-    Plugin.objects.filter(pk=plugin.pk).update(code_version=F("code_version") + 1, updated_at=timezone.now())
-    plugin.refresh_from_db(fields=["code_version", "updated_at"])
+    with transaction.atomic():
+        Plugin.objects.filter(pk=plugin.pk).update(code_version=F("code_version") + 1, updated_at=timezone.now())
+        plugin.refresh_from_db(fields=["code_version", "updated_at"])
+        audit.record(
+            "plugin.reload",
+            f"reloaded plugin {plugin.package}: code version {plugin.code_version}",
+            plugin=plugin,
+            changes={"code_version": [plugin.code_version - 1, plugin.code_version]},
+        )
     plugin_host.mark_version(plugin.package, plugin.code_version)
     notify.plugin_reload(plugin.pk, plugin.package, plugin.code_version)
     return plugin
@@ -325,7 +401,7 @@ def register_plugin(
     )
     try:
         with transaction.atomic():
-            update_plugin(plugin)
+            update_plugin(plugin, _action="plugin.register")
     except IntegrityError as exc:
         raise JobRuleError(f"{package} is already registered.") from exc
     return plugin

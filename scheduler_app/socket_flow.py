@@ -44,21 +44,27 @@ DEFAULT_HIGH_WATER = 65536
 class DaphneWriteFlow:
     """The Twisted transport under one daphne (autobahn) websocket protocol."""
 
-    __slots__ = ("_protocol",)
+    __slots__ = ("_plain", "_protocol")
 
     def __init__(self, protocol: Any) -> None:
+        from twisted.internet import tcp
+
         self._protocol = protocol
-        try:
-            protocol.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        except (AttributeError, OSError):  # not a plain socket (TLS wrapper, closed): leave it
-            pass
+        # Only a plain TCP connection may be written to directly: under daphne's own TLS
+        # (``-e ssl:...``) the transport encrypts, and the socket below it must not see our bytes.
+        self._plain = isinstance(protocol.transport, tcp.Connection)
+        if self._plain:
+            try:
+                protocol.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            except OSError:  # already closed
+                pass
 
     def buffered(self) -> int:
+        """Bytes the transport holds unsent; 0 when it cannot tell (TLS: no backpressure then)."""
         transport: Any = getattr(self._protocol, "transport", None)
-        try:
-            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        except (AttributeError, TypeError):  # not a plain TCP transport (TLS wrapper, closed): unknown
+        if not self._plain or transport is None:
             return 0
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
     def write_frame(self, wire: bytes) -> bool:
         """Write one complete websocket frame; False if the socket is no longer open."""
@@ -68,7 +74,7 @@ class DaphneWriteFlow:
             return False
         # Whole frames only, in call order: autobahn writes its own frames (pings, close) the
         # same way, so they can never interleave inside one of ours.
-        if self.buffered() == 0:
+        if self._plain and self.buffered() == 0:
             # Nothing queued before it: send now, as asyncio's transports do. Twisted's write()
             # would register the socket for writing and send on the next loop turn, two more
             # system calls per frame and socket.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from scheduler_app import views
+from scheduler_app import ops_views, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -23,4 +23,5 @@ urlpatterns = [
     path("state/", views.jobs_state, name="jobs_state"),
     path("runs/<int:run_id>/lines/", views.run_log_lines, name="run_lines"),
     path("runs/<int:run_id>/log.txt", views.run_log_download, name="run_log"),
+    path("jobs/<int:job_id>/history/", ops_views.job_history, name="job_history"),
 ]

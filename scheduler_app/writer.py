@@ -32,6 +32,7 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
 
+from scheduler_app import metrics
 from scheduler_app.models import JobRun, LogLine
 from scheduler_app.streams import RunSnapshot
 
@@ -202,12 +203,14 @@ class Writer:
         batch = self._take()
         if not batch:
             return True
+        t0 = time.perf_counter()
         try:
             self._tune_connection()
             write_batch(batch)
         except DatabaseError as exc:
             self._retry = batch
             self._connection_failed(exc, f"writing {len(batch.lines)} log lines and {len(batch.finishes)} runs")
+            metrics.writer_queue_depth(self.pending())  # growing while the database is away
             return False
         if self._failing_since is not None:
             log.warning(
@@ -216,6 +219,8 @@ class Writer:
             self._failing_since = None
         self.written_lines += len(batch.lines)
         self.written_runs += len(batch.finishes)
+        metrics.writer_batch(time.perf_counter() - t0)
+        metrics.writer_queue_depth(self.pending())
         if self.on_committed is not None:
             try:
                 self.on_committed(batch)

@@ -113,6 +113,12 @@ def test_no_page_is_wider_than_a_phone(server, browser, alice, sample_plugin):
     marker = page.locator("#new label.rjf-required").first.evaluate("e => getComputedStyle(e, '::after').content")
     assert "*" in marker
 
+    # A laptop's window too: the dashboard's columns (with the recent-runs chart) fit 1280 px.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{server.url}/")
+    expect(page.locator(".spark").first).to_be_visible()
+    assert width(page) <= 1280, "dashboard at 1280 px"
+
 
 def test_times_tick_and_are_shown_in_the_browsers_zone_with_its_label(server, browser, alice, sample_plugin):
     job = db(lambda: services.create_job(alice, sample_plugin, {"name": "Ann", "times": 1}, activate=True))

@@ -288,3 +288,20 @@ async def test_the_view_permission_without_staff_status_may_watch(stream, audito
         assert len((await comm.receive_json_from(timeout=5))["lines"]) == 5
     finally:
         await comm.disconnect()
+
+
+async def test_open_websockets_are_counted_for_metrics(stream):
+    from scheduler_app import metrics
+
+    before = metrics.WEBSOCKETS._value.get()
+    comm = await sync_to_async(communicator)(stream["path"], stream["alice"])
+    connected, _ = await comm.connect()
+    assert connected
+    await comm.receive_json_from(timeout=5)
+    assert metrics.WEBSOCKETS._value.get() == before + 1
+    await comm.disconnect()
+    assert metrics.WEBSOCKETS._value.get() == before
+    refused = await sync_to_async(communicator)(stream["path"])  # anonymous: refused, never counted
+    await refused.connect()
+    await refused.disconnect()
+    assert metrics.WEBSOCKETS._value.get() == before

@@ -197,3 +197,18 @@ def test_the_live_log_accepts_the_public_https_origin_only(production):
     assert asyncio.run(handshake(f"http://{HOST}")) == "refused 403"
     assert asyncio.run(handshake(f"https://{HOST}:4444")) == "refused 403"
     assert asyncio.run(handshake("https://evil.example")) == "refused 403"
+
+
+def test_probes_answer_plain_http_for_any_host_under_the_production_settings(production):
+    # A kubelet probes the pod's address over plain HTTP: no redirect, no 400 for the host.
+    client, _ = production
+    conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=10)
+    conn.request("GET", "/healthz", headers={"Host": "10.0.0.5:8000"})
+    response = conn.getresponse()
+    assert (response.status, json.loads(response.read())) == (200, {"status": "ok"})
+    conn.request("GET", "/readyz", headers={"Host": "10.0.0.5:8000"})
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    # no runscheduler in this test: not ready, and the body says why
+    assert response.status == 503 and "scheduler_nodes" in body["failing"]
+    assert body["checks"]["database"] == {"ok": True}

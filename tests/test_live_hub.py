@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import uuid
 from typing import Any
 
@@ -21,6 +22,7 @@ from channels.layers import InMemoryChannelLayer
 
 from scheduler_app import live_bus, live_hub
 from scheduler_app.live_hub import CLOSE_FELL_BEHIND, LiveHub, Viewer, text_frame
+from tests.processes import free_port, wait_until
 
 GROUP = "logs.1.2"
 
@@ -321,3 +323,50 @@ def test_the_carrier_follows_the_channel_layer(layer):
     config = redis_channel_layer(REDIS_URL, prefix="p")["CONFIG"]
     bus = live_bus.bus_for(RedisChannelLayer(**config))
     assert isinstance(bus, live_bus.RedisBus) and bus.channel("logs.1.2") == "p:live:logs.1.2"
+
+
+async def test_a_web_process_subscription_comes_back_after_redis_restarts(tmp_path, monkeypatch):
+    monkeypatch.setattr(live_bus, "RECEIVE_RETRY", 0.1)
+    port = free_port()
+    server = await asyncio.to_thread(_redis_server, port, tmp_path)
+    host = {"address": f"redis://127.0.0.1:{port}/0", "socket_connect_timeout": 2}
+    web, scheduler = live_bus.RedisBus(host, "restart"), live_bus.RedisBus(host, "restart")
+    got: list[dict] = []
+    try:
+        await web.subscribe(GROUP, got.append)
+        await scheduler.publish_many([(GROUP, {"type": "log.lines", "lines": [line(1, 1)]})])
+        await until(lambda: len(got) == 1)
+
+        server.terminate()
+        await asyncio.to_thread(server.wait, 10)
+        server = await asyncio.to_thread(_redis_server, port, tmp_path)
+
+        async def published_and_received() -> bool:
+            try:
+                await scheduler.publish_many([(GROUP, {"type": "log.lines", "lines": [line(2, 2)]})])
+            except Exception:
+                return False  # the publisher's connection is being re-made
+            await asyncio.sleep(0.2)
+            return len(got) > 1
+
+        deadline = asyncio.get_running_loop().time() + 15
+        while not await published_and_received():
+            assert asyncio.get_running_loop().time() < deadline, "the subscription never came back"
+        assert got[-1]["lines"] == [line(2, 2)]
+    finally:
+        await web.close()
+        await scheduler.close()
+        server.terminate()
+        await asyncio.to_thread(server.wait, 10)
+
+
+def _redis_server(port: int, workdir) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0,
+               10, "redis")  # fmt: skip
+    return proc

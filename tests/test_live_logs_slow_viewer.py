@@ -2,12 +2,11 @@
 embedded scheduler and the in-memory channel layer, as ``./dev.sh run`` starts it.
 
 Two real websocket clients watch alice's stream while a run logs 10,000 lines (2.5 MB of
-frames) over two seconds: one
-reads everything, the other stops reading (a small receive window and nothing read, like a
-tab on a bad network). The reading one gets every line once and in order without waiting for
-the stalled one; the stalled one, when it reads again, finds it was told it fell behind
-(before receiving all lines: what did not fit was dropped, not buffered) and resumes with
-``?after=`` from the database, ending with every line once.
+frames) over two seconds: one reads everything, the other stops reading (a small receive
+window and nothing read, like a tab on a bad network). The reading one gets every line once
+and in order without waiting for the stalled one; the stalled one, when it reads again, finds
+it was told it fell behind (before receiving all lines: what did not fit was dropped, not
+buffered) and resumes with ``?after=`` from the database, ending with every line once.
 """
 
 from __future__ import annotations
@@ -65,9 +64,9 @@ def done(lines: list[dict]) -> bool:
     return any(line["message"] == "chatty done" for line in lines)
 
 
-async def read_lines(ws, until, timeout: float) -> tuple[list[dict], list[dict]]:
+async def read_lines(ws, until, timeout: float, lines: list[dict] | None = None) -> tuple[list[dict], list[dict]]:
     """Lines and other messages received until ``until(lines)`` holds (or a 'behind' notice)."""
-    lines: list[dict] = []
+    lines = [] if lines is None else lines
     others: list[dict] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -107,18 +106,24 @@ def test_a_stalled_viewer_is_told_it_fell_behind_and_resumes_while_the_other_get
                 assert json.loads(await asyncio.wait_for(ws.recv(), 10))["lines"] == []
             await asyncio.to_thread(queue_run, job.pk)
 
-            # The reader gets the whole run while the stalled socket reads nothing.
-            lines, _ = await read_lines(reader, done, timeout=60)
+            # The reader takes the run as it comes while the stalled socket reads nothing...
+            lines: list[dict] = []
+            reading = asyncio.create_task(read_lines(reader, done, timeout=90, lines=lines))
+            while len(lines) < 0.6 * LINES:
+                assert not reading.done(), reading
+                await asyncio.sleep(0.05)
+            # ...until well past its bound (~1/3 of the run): it reads again and finds part of
+            # the run, then the notice (read within the 10 s it has before being closed).
+            partial, notices = await read_lines(stalled, done, timeout=30)
+            assert notices and notices[-1] == {"type": "behind"}, (len(partial), notices)
+            assert 0 < len(partial) < LINES  # the rest was dropped, not buffered
+            await stalled.close()
+
+            await reading
             ids = [line["id"] for line in lines]
             assert len(ids) == LINES + 1 and len(set(ids)) == len(ids) and ids == sorted(ids)
             assert [line["seq"] for line in lines] == list(range(1, LINES + 2))
             await reader.close()
-
-            # The stalled one reads again: part of the run, then the notice.
-            partial, notices = await read_lines(stalled, done, timeout=30)
-            assert notices and notices[-1] == {"type": "behind"}
-            assert 0 < len(partial) < LINES  # the rest was dropped, not buffered
-            await stalled.close()
 
             last = max(line["id"] for line in partial)
             async with await connect(f"{url}?after={last}", origin, cookie) as resumed:

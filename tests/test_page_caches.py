@@ -95,3 +95,14 @@ def test_templates_use_the_fast_date_filter():
     for library in engines["django"].engine.template_builtins:
         parser_filters.update(library.filters)  # later builtins win, as in the template parser
     assert parser_filters["date"] is fast_date and fast_date is not djangos_date
+
+
+def test_a_runs_labels_are_djangos_labels():
+    from scheduler_app.models import JobRun
+
+    for status in [*JobRun.Status.values, "unknown"]:
+        for trigger in [*JobRun.Trigger.values, "other"]:
+            run = JobRun(status=status, trigger=trigger)
+            assert run.get_status_display() == run._get_FIELD_display(JobRun._meta.get_field("status"))
+            assert run.get_trigger_display() == run._get_FIELD_display(JobRun._meta.get_field("trigger"))
+    assert JobRun(status="timed_out").get_status_display() == "timed out"

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio
 import websockets
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -32,6 +33,7 @@ from jobscheduler.env import (
     connections_for_process,
     parse_database_url,
     process_kind,
+    redis_channel_layer,
 )
 from scheduler_app import services
 from tests.processes import ManagedProcess, database_url, free_port, manage, process_env, wait_for_port
@@ -292,3 +294,49 @@ def test_settings_pool_web_processes_and_leave_room_for_an_embedded_scheduler():
     # The embedded scheduler's threads hold their connections for good: on top of the requests'.
     embedded = pool_of(["manage.py", "serve"], DB_POOL_MAX_SIZE="6", SCHEDULER_EMBEDDED="true")
     assert embedded["max_size"] == 6 + SCHEDULER_CONNECTIONS
+
+
+async def test_a_burst_of_channel_layer_commands_waits_for_the_pools_connections():
+    """Whatever uses the layer (group_add for a socket, group_send for a change notification),
+    300 commands at once through a layer of 5 connections all succeed, on 5 connections."""
+    from channels_redis.core import RedisChannelLayer
+    from redis.exceptions import MaxConnectionsError
+
+    from jobscheduler.redis_layer import WaitingRedisChannelLayer
+
+    prefix = f"test-{os.environ.get('CHANNEL_LAYER_PREFIX', 'x')}-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-burst"
+    config = redis_channel_layer(REDIS_URL, prefix=prefix, max_connections=5, client_name=name)["CONFIG"]
+    layer = WaitingRedisChannelLayer(**config)
+    peak = 0
+
+    async def count_connections(stop: asyncio.Event) -> None:
+        nonlocal peak
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            while not stop.is_set():
+                peak = max(peak, sum(1 for c in await client.client_list() if c["name"] == name))
+                await asyncio.sleep(0.005)
+        finally:
+            await client.aclose()
+
+    stop = asyncio.Event()
+    counter = asyncio.create_task(count_connections(stop))
+    try:
+        await asyncio.gather(*(layer.group_add(f"burst{i % 20}", f"specific.burst!{i}") for i in range(300)))
+        await asyncio.gather(*(layer.group_send(f"burst{i}", {"type": "x.y"}) for i in range(20)))
+    finally:
+        stop.set()
+        await counter
+        await layer.flush()
+    assert 1 <= peak <= 5, peak
+
+    # channels_redis's own pool, the same bound: the burst fails (what 200 browsers met).
+    stock = RedisChannelLayer(
+        hosts=[{k: v for k, v in config["hosts"][0].items() if k != "timeout"}], prefix=f"{prefix}-stock"
+    )
+    results = await asyncio.gather(
+        *(stock.group_add(f"burst{i % 20}", f"specific.burst!{i}") for i in range(300)), return_exceptions=True
+    )
+    await stock.flush()
+    assert any(isinstance(r, MaxConnectionsError) for r in results)

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from scheduler_app import claims, slots
+from scheduler_app import claims, metrics, slots
 from scheduler_app.engine.access import Database
 from scheduler_app.engine.counters import Counters
 from scheduler_app.engine.schedule import Schedule
@@ -122,6 +122,7 @@ class Claimer:
             self.schedule.released([spec.id for spec, _slot in batch])
         self.counters.claimed += len(won)
         self.counters.lost_claims += len(batch) - len(won)
+        metrics.claims(len(won), len(batch) - len(won))
         runs = [
             (self._snapshot(run_id, spec, SCHEDULE, slots.to_datetime(slot_ms), now, node), spec)
             for spec, slot_ms in batch
@@ -167,6 +168,7 @@ class Claimer:
         now, node = self.clock(), self.node
         won = await self.db.write(claims.claim_queued, node, ids, self.schedule.running_jobs(), now)
         self.counters.claimed += len(won)
+        metrics.claims(len(won), 0)
         runs = [(self._snapshot(c.run_id, c.spec, MANUAL, c.slot, c.started_at, node), c.spec) for c in won]
         return self._start_or_give_up(runs, node)
 

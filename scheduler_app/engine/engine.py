@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from pydantic import BaseModel
 
-from scheduler_app import nodes, wakeup
+from scheduler_app import metrics, nodes, wakeup
 from scheduler_app.cluster import Membership
 from scheduler_app.contract import RunContext
 from scheduler_app.engine import upkeep
@@ -237,6 +237,8 @@ class Engine:
     async def _tick(self) -> None:
         """APScheduler's job: hand every due slot to the claimer (cheap; never awaits)."""
         due = self.schedule.due(now_ms(), self.heartbeat.membership.mine)
+        # the pure schedule only counts; the totals become Prometheus counters here
+        metrics.slots_counted(self.counters.coalesced, self.counters.skipped_overlap)
         if due:
             self.claimer.offer(due)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from scheduler_app import nodes
+from scheduler_app import metrics, nodes
 from scheduler_app.cluster import Lease, Membership
 from scheduler_app.streams import RunSnapshot
 
@@ -108,11 +108,9 @@ class Heartbeat:
 
     async def beat(self) -> None:
         """One heartbeat: renew the lease, learn the members, declare silent nodes lost."""
-        sent, node = self.monotonic(), self.node
+        sent, node, at = self.monotonic(), self.node, self.clock()
         running, scheduled = self.load()
-        beat: nodes.Beat = await self._call(
-            nodes.heartbeat, node, self.clock(), running, scheduled, self.lost_after_seconds
-        )
+        beat: nodes.Beat = await self._call(nodes.heartbeat, node, at, running, scheduled, self.lost_after_seconds)
         if self._failing_since is not None:
             log.warning("heartbeats get through again after %.1f s", self.monotonic() - self._failing_since)
             self._failing_since = None
@@ -120,6 +118,7 @@ class Heartbeat:
             await self.rejoin(node)
             return
         self.lease.renewed(sent)
+        metrics.node_heartbeat(at.timestamp())
         # A heartbeat sent before a pause and answered after it renews nothing: still fenced.
         if self.fenced and self.lease.valid(self.monotonic()):
             self.fenced = False

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from scheduler_app import plugin_host
+from scheduler_app import metrics, plugin_host
 from scheduler_app.plugin_host import LoadedPlugin, PluginLoadError
 
 log = logging.getLogger("scheduler_app.engine")
@@ -93,8 +93,10 @@ class PluginRegistry:
         try:
             return self._loader(package, code_version)
         except PluginLoadError as exc:
+            metrics.plugin_load_error(package)
             return exc
         except Exception as exc:  # a loader bug must not leave runs waiting forever
+            metrics.plugin_load_error(package)
             return PluginLoadError(package, f"loading failed: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:

@@ -30,6 +30,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from scheduler_app import metrics
 from scheduler_app.contract import RunContext
 from scheduler_app.log_pipeline import clean_text
 from scheduler_app.models import JobRun
@@ -125,7 +126,9 @@ class Supervisor:
     def start(self, supervised: SupervisedRun) -> SupervisedRun:
         # started_at is when the run really starts (after the claim's round trip), not when the
         # claim was asked for: the recorded slot-to-start lag includes the claim.
-        supervised.run.started_at = self.clock()
+        run = supervised.run
+        run.started_at = self.clock()
+        metrics.run_started((run.started_at - run.slot).total_seconds() if run.trigger == "schedule" else None)
         self.active[supervised.run.id] = supervised
         supervised.task = asyncio.get_running_loop().create_task(
             self._execute(supervised), name=f"run {supervised.run.id} of {supervised.package}"
@@ -217,6 +220,10 @@ class Supervisor:
         supervised.outcome = outcome
         self.active.pop(run.id, None)
         self.writer.finish_run(RunFinish(run, clean_text(outcome.traceback), supervised.log_count()))
+        started = run.started_at
+        metrics.run_finished(
+            supervised.package, run.status, (run.finished_at - started).total_seconds() if started else None
+        )
         if supervised._ended is not None:
             supervised._ended.set()
         if self.on_end is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from scheduler_app import plugin_host, services
+from scheduler_app import audit, plugin_host, services
 from scheduler_app.models import Plugin
 from scheduler_app.plugin_host import PluginLoadError
 
@@ -68,13 +68,14 @@ class Command(BaseCommand):
         if not options["interval"] or options["interval"] <= 0:
             raise CommandError("register needs --interval N (seconds, > 0)")
         try:
-            plugin = services.register_plugin(
-                package,
-                interval=options["interval"],
-                name=options["name"],
-                description=options["description"],
-                enabled=not options["disabled"],
-            )
+            with audit.acting(via="command"):
+                plugin = services.register_plugin(
+                    package,
+                    interval=options["interval"],
+                    name=options["name"],
+                    description=options["description"],
+                    enabled=not options["disabled"],
+                )
         except PluginLoadError as exc:
             raise CommandError(f"not registered, the code does not load: {exc}") from exc
         except services.JobRuleError as exc:

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from scheduler_app import services
+from scheduler_app import audit, services
 from scheduler_app.models import Plugin
 from scheduler_app.plugin_host import PluginLoadError
 
@@ -29,7 +29,8 @@ class Command(BaseCommand):
         if plugin is None:
             raise CommandError(f"no registered plugin {ref!r} (see 'manage.py plugins')")
         try:
-            plugin = services.reload_plugin(plugin)
+            with audit.acting(via="command"):
+                plugin = services.reload_plugin(plugin)
         except PluginLoadError as exc:
             raise CommandError(f"not reloaded, the old code keeps running: {exc}") from exc
         self.stdout.write(f"reloaded {plugin.package}: code version {plugin.code_version}")

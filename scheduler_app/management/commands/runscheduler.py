@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 log = logging.getLogger("scheduler_app.engine")
 
@@ -25,18 +25,28 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--node-name", default="", help="Name prefix of this node (default: the host name).")
+        parser.add_argument(
+            "--health-port",
+            type=int,
+            default=None,
+            help="Serve /healthz, /readyz and /metrics on this port (docs/deployment.md, probes).",
+        )
+        parser.add_argument(
+            "--health-host", default="127.0.0.1", help="Interface of the health port (default 127.0.0.1)."
+        )
 
-    def handle(self, *args: Any, node_name: str, **options: Any) -> None:
+    def handle(self, *args: Any, node_name: str, health_port: int | None, health_host: str, **options: Any) -> None:
         from scheduler_app import wakeup
 
         # A loop that checks the node's lease whenever it wakes up (a SIGSTOPped node cancels its
         # runs before any of them takes another step): see scheduler_app/wakeup.py.
         with asyncio.Runner(loop_factory=wakeup.new_event_loop) as runner:
-            runner.run(self._main(node_name))
+            runner.run(self._main(node_name, health_port, health_host))
 
-    async def _main(self, node_name: str) -> None:
-        from scheduler_app import nodes
+    async def _main(self, node_name: str, health_port: int | None = None, health_host: str = "127.0.0.1") -> None:
+        from scheduler_app import alerts, nodes
         from scheduler_app.engine import Engine
+        from scheduler_app.health import NodeProbeServer
 
         engine = Engine(node_name=nodes.make_node_name(node_name) if node_name else None)
         loop = asyncio.get_running_loop()
@@ -57,7 +67,24 @@ class Command(BaseCommand):
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+        probes = None
+        if health_port is not None:
+            try:
+                probes = NodeProbeServer(loop, engine.node, health_host, health_port)
+            except OSError as exc:
+                raise CommandError(f"--health-port {health_port} on {health_host}: {exc.strerror or exc}") from exc
         await engine.start()
-        if not stop.is_set():
-            await engine.wait_stop_requested()
-        await engine.stop()
+        if probes is not None:
+            probes.start()
+        # Failure alerts read finished runs from the database in their own thread: a slow mail
+        # server or a dead webhook never reaches this loop.
+        alert_worker = alerts.start_worker()
+        try:
+            if not stop.is_set():
+                await engine.wait_stop_requested()
+        finally:
+            if alert_worker is not None:
+                alert_worker.stop()
+            await engine.stop()
+            if probes is not None:
+                probes.stop()

@@ -84,6 +84,9 @@ class Command(BaseCommand):
             ),
         )
 
+        from scheduler_app import alerts
+
+        alert_workers: list[alerts.AlertWorker | None] = []  # the embedded scheduler's alert thread
         signals_seen = 0
 
         def on_signal(signum: int) -> None:
@@ -104,8 +107,12 @@ class Command(BaseCommand):
             if engine is not None:
                 task = loop.create_task(engine.start())
                 task.add_done_callback(_report_start_failure)
+                alert_workers.append(alerts.start_worker())
 
         def before_shutdown() -> Any:
+            for worker in alert_workers:
+                if worker is not None:
+                    worker.stop()
             if engine is None:
                 return None
             return defer.Deferred.fromFuture(asyncio.ensure_future(engine.stop()))

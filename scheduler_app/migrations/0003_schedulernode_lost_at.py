@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduler_app', '0001_initial'),
+        ('scheduler_app', '0002_operations'),
     ]
 
     operations = [
