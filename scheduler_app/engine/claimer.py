@@ -3,14 +3,14 @@
 Due slots arrive from the schedule (``offer``); one claim round takes up to
 ``MAX_CLAIM_BATCH`` of them and claims them in one statement in the writer thread
 (``claims.claim_slots``); every won claim becomes a ``RunSnapshot`` handed to ``start``. Queued
-manual runs ("run now") are claimed the same way, woken by ``run.queued`` notifications with a
-short poll as the fallback; only the queued runs of this node's share (``owns``) are claimed.
-The claimer knows nothing of plugins.
+runs (manual runs, and retries once their delay has passed) are claimed the same way, woken by
+``run.queued`` notifications (or a retry's timer) with a short poll as the fallback; only the
+queued runs of this node's share (``owns``) are claimed. The claimer knows nothing of plugins.
 
 Only while the division of jobs is unsettled (``must_lock``) can two nodes claim one job at once;
 then the claim locks the jobs' rows first (``claims.lock_jobs``), otherwise it saves that
-statement. Fencing: nothing is claimed while ``may_act`` says no, and a claim won while this node was
-fenced or renamed on the way (a pause during the claim's round trip) is handed to ``give_up``
+statement. Fencing: nothing is claimed while ``may_act`` says no, and a claim won while this node
+was fenced or renamed on the way (a pause during the claim's round trip) is handed to ``give_up``
 (recorded cancelled), never started.
 """
 
@@ -37,7 +37,7 @@ MAX_CLAIM_BATCH = 2000
 QUEUED_POLL_SECONDS = 0.5
 
 RUNNING = JobRun.Status.RUNNING.value
-SCHEDULE, MANUAL = JobRun.Trigger.SCHEDULE.value, JobRun.Trigger.MANUAL.value
+SCHEDULE = JobRun.Trigger.SCHEDULE.value
 
 Start = Callable[[RunSnapshot, JobSpec], None]
 GiveUp = Callable[[RunSnapshot], None]
@@ -161,7 +161,7 @@ class Claimer:
     async def claim_queued(self) -> int:
         if not self.may_act():
             return 0
-        # "Run now" follows the division of jobs too: the job's owner claims it.
+        # "Run now" and retries follow the division of jobs too: the job's owner claims them.
         ids = [run_id for run_id, job_id in await self.db.read(claims.queued_runs) if self.owns(job_id)]
         if not ids:
             return 0
@@ -169,7 +169,11 @@ class Claimer:
         won = await self.db.write(claims.claim_queued, node, ids, self.schedule.running_jobs(), now)
         self.counters.claimed += len(won)
         metrics.claims(len(won), 0)
-        runs = [(self._snapshot(c.run_id, c.spec, MANUAL, c.slot, c.started_at, node), c.spec) for c in won]
+        runs = []
+        for claim in won:
+            snapshot = self._snapshot(claim.run_id, claim.spec, claim.trigger, claim.slot, claim.started_at, node)
+            snapshot.attempt = claim.attempt
+            runs.append((snapshot, claim.spec))
         return self._start_or_give_up(runs, node)
 
     def _snapshot(

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduler_app', '0002_operations'),
+        ('scheduler_app', '0004_merge_schedules_operations'),
     ]
 
     operations = [
