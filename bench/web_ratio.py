@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import web_load  # noqa: E402
+import web_load
 
 
 def main() -> None:
@@ -83,11 +83,12 @@ def main() -> None:
         proc.terminate()
         try:
             proc.wait(20)
-        except Exception:  # noqa: BLE001
+        except subprocess.TimeoutExpired:
             proc.kill()
     trivial = totals[pages[0][0]][0] / totals[pages[0][0]][1]
     print()
-    print(f"| page | req/s | x trivial |  ({args.clients} clients, {args.rounds} x {args.seconds:g} s, errors {errors})")
+    print(f"{args.clients} clients, {args.rounds} rounds of {args.seconds:g} s per page, errors {errors}")
+    print("| page | req/s | x trivial |")
     print("|---|---|---|")
     summary = {}
     for label, (count, seconds) in totals.items():
@@ -96,7 +97,6 @@ def main() -> None:
         print(f"| {label} | {rps:.0f} | {rps / trivial:.2f} |")
     if args.json:
         args.json.write_text(json.dumps({"errors": errors, "pages": summary}, indent=1))
-    time.sleep(0)
 
 
 if __name__ == "__main__":
