@@ -85,7 +85,8 @@ def test_the_dashboard_query_count_does_not_grow_with_jobs_and_runs(
                 JobRun(job=j, slot=timezone.now() - timedelta(seconds=k), status=JobRun.Status.SUCCEEDED)
                 for k in range(5)
             )
-    with django_assert_max_num_queries(8):  # session, user, its permissions (user, groups), plugins, jobs, runs
+    # session, user, whether they may view all (one query), plugins, jobs, last runs, recent runs
+    with django_assert_max_num_queries(7):
         assert client.get("/").status_code == 200
 
 
@@ -99,7 +100,7 @@ def test_the_plugin_page_query_count_does_not_grow_with_jobs_and_runs(
         JobRun.objects.bulk_create(
             JobRun(job=j, slot=timezone.now() - timedelta(seconds=k), status=JobRun.Status.SUCCEEDED) for k in range(5)
         )
-    with django_assert_max_num_queries(6):  # session, user, plugin, jobs (+ last run), runs
+    with django_assert_max_num_queries(6):  # session, user, plugin, jobs (+ last run), last runs, recent runs
         assert client.get(f"/plugins/{sample_plugin.pk}/").status_code == 200
 
 
