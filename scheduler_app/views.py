@@ -244,6 +244,8 @@ def plugin_page(request: HttpRequest, plugin_id: int, user_id: int | None = None
 def job_runs(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _visible_job(request, job_id)
     page = selectors.run_history(job, request.GET.get("after"))
+    for run in page.runs:
+        run.url = _fast_url("run", run.pk)  # type: ignore[attr-defined]
     return render(
         request,
         "scheduler_app/job_runs.html",

@@ -240,6 +240,14 @@ def test_the_history_count_is_capped(job, monkeypatch):
     assert (page.total, page.total_capped) == (5, True)
 
 
+def test_a_history_that_fits_one_page_is_counted_without_a_count_query(client, job, django_assert_max_num_queries):
+    JobRun.objects.bulk_create(JobRun(job=job, slot=timezone.now() - timedelta(seconds=i)) for i in range(7))
+    with django_assert_max_num_queries(4):  # session, user, job (with plugin and owner), runs
+        body = client.get(f"/jobs/{job.pk}/runs/").content.decode()
+    assert "7 runs" in body
+    assert len(re.findall(r'<td data-label="Run"><a href="/runs/(\d+)/">', body)) == 7
+
+
 def test_a_bad_cursor_shows_the_first_page(client, job):
     assert client.get(f"/jobs/{job.pk}/runs/?after=garbage").status_code == 200
 
