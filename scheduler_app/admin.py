@@ -7,6 +7,7 @@ the request.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from django import forms
@@ -24,9 +25,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.translation import ngettext
 
-from scheduler_app import plugin_host, services
+from scheduler_app import plugin_host, schedules, selectors, services, slots
 from scheduler_app.config_forms import ConfigField
-from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode, alive_condition
+from scheduler_app.forms import SCHEDULE_FIELDS, schedule_fields, validate_schedule_fields
+from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode, UserProfile, alive_condition
 from scheduler_app.plugin_host import PluginLoadError
 
 admin.site.site_header = "jobscheduler"
@@ -54,18 +56,24 @@ def package_load_error(package: str) -> str | None:
 class PluginAdminForm(forms.ModelForm):
     class Meta:
         model = Plugin
-        fields = ["name", "package", "interval", "timeout", "enabled", "description"]
+        fields = ["name", "package", "interval", "min_interval", "timeout", "enabled", "description"]
         widgets = {"package": forms.TextInput(attrs={"size": 70})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The database refuses these too (check constraints); the form says so on the field.
-        for name in ("interval", "timeout"):
+        for name in ("interval", "min_interval", "timeout"):
             field = self.fields[name]
             assert isinstance(field, forms.IntegerField)
             field.min_value = 1
             field.validators.append(MinValueValidator(1))
             field.widget.attrs["min"] = 1
+        # Older pages and scripts post no minimum: the default (1 s) then.
+        self.fields["min_interval"].required = False
+
+    def clean_min_interval(self) -> int:
+        value = self.cleaned_data.get("min_interval")
+        return 1 if value is None else int(value)
 
     def clean_package(self) -> str:
         package = (self.cleaned_data.get("package") or "").strip()
@@ -246,6 +254,17 @@ class JobAdminForm(forms.ModelForm):
         assert isinstance(timeout, forms.IntegerField)
         timeout.min_value = 1
         timeout.validators.append(MinValueValidator(1))
+        # The schedule fields are the users' form's; their rules are services.validate_schedule's.
+        self.fields.update(schedule_fields())
+        if self.instance.pk:
+            self.initial.update(asdict(services.JobSchedule.of(self.instance)))
+            self.initial["timezone"] = self.instance.effective_timezone
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        owner = self.instance.user if self.instance.pk else data.get("user")
+        validate_schedule_fields(self, self.plugin, owner)
+        return data
 
 
 class ChoosePluginForm(forms.Form):
@@ -257,12 +276,12 @@ class ChoosePluginForm(forms.Form):
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     form = JobAdminForm
-    list_display = ["__str__", "user", "plugin", "active", "config_check", "last_run", "updated_at"]
+    list_display = ["__str__", "user", "plugin", "active", "schedule_text", "config_check", "last_run", "updated_at"]
     list_filter = [("user", admin.RelatedOnlyFieldListFilter), "plugin", "active"]
     list_select_related = ["user", "plugin"]
     search_fields = ["description", "user__username", "plugin__name", "plugin__package"]
     autocomplete_fields = ["user"]
-    readonly_fields = ["plugin_link", "config_check", "created_at", "updated_at", "recent_runs"]
+    readonly_fields = ["plugin_link", "config_check", "created_at", "updated_at", "recent_runs", "next_runs"]
     actions = ["activate_jobs", "deactivate_jobs", "run_jobs_now"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
@@ -275,6 +294,28 @@ class JobAdmin(admin.ModelAdmin):
                 last_run_id=Subquery(latest.values("id")[:1]), last_run_status=Subquery(latest.values("status")[:1])
             )
         )
+
+    @admin.display(description="schedule", ordering="schedule")
+    def schedule_text(self, obj: Job) -> str:
+        if not obj.schedule:
+            return "plugin interval"
+        if obj.schedule.startswith("every"):
+            return obj.schedule  # elapsed time: the time zone changes nothing
+        return f"{obj.schedule} ({obj.effective_timezone})"
+
+    @admin.display(description="next runs")
+    def next_runs(self, obj: Job) -> str:
+        """The saved schedule in words and its next five slots, in the job's time zone."""
+        timing = selectors.job_timing(obj, obj.plugin) if obj.pk else None
+        if timing is None:
+            return "-"
+        now_ms = slots.to_ms(timezone.now())
+        zone = schedules.zone(timing.timezone)
+        times = [slots.to_datetime(ms).astimezone(zone) for ms in schedules.next_slots(timing, now_ms, 5)]
+        rows = format_html_join("", "<li>{}</li>", ((t.strftime("%a %d %b %Y %H:%M:%S %Z"),) for t in times))
+        words = schedules.describe(timing.schedule, timing.timezone, obj.plugin.interval)
+        state = "" if obj.active and obj.plugin.enabled else " (not scheduled now: the job or its plugin is off)"
+        return format_html("{}{}<ol>{}</ol>", words, state, rows)
 
     @admin.display(description="last run")
     def last_run(self, obj: Job) -> str:
@@ -324,7 +365,8 @@ class JobAdmin(admin.ModelAdmin):
         main = ["plugin_link", "user", "description", "active", "timeout", "config"]
         if obj is not None:
             main.insert(5, "config_check")
-        fieldsets: list[Any] = [(None, {"fields": main})]
+        timing = [*SCHEDULE_FIELDS, "next_runs"] if obj is not None else list(SCHEDULE_FIELDS)
+        fieldsets: list[Any] = [(None, {"fields": main}), ("When it runs", {"fields": timing})]
         if obj is not None:
             fieldsets.append(("History", {"fields": ["created_at", "updated_at", "recent_runs"]}))
         return fieldsets
@@ -402,6 +444,7 @@ class JobAdmin(admin.ModelAdmin):
                 description=data.get("description") or "",
                 timeout=data.get("timeout"),
                 activate=bool(data.get("active")),
+                schedule=data["job_schedule"],
             )
             # The admin goes on with ``obj`` (redirect, history): make it the saved job.
             obj.pk, obj.plugin, obj.config, obj.active = job.pk, job.plugin, job.config, job.active
@@ -410,7 +453,11 @@ class JobAdmin(admin.ModelAdmin):
             return
         job = Job.objects.select_related("plugin").get(pk=obj.pk)
         services.update_job(
-            job, config=data["config"], description=data.get("description") or "", timeout=data.get("timeout")
+            job,
+            config=data["config"],
+            description=data.get("description") or "",
+            timeout=data.get("timeout"),
+            schedule=data["job_schedule"],
         )
         if data.get("active") and not job.active:
             try:
@@ -527,12 +574,14 @@ class JobRunAdmin(ReadOnlyAdmin):
         "user",
         "plugin",
         "slot",
+        "attempt",
         "duration_display",
         "node",
         "trigger",
         "log_count",
     ]
     list_display_links = ["id", "job_label"]
+    actions = ["cancel_runs"]
     # The filters list their choices from the small tables (plugins, users with jobs, nodes):
     # Django's "related only" and "all values" filters scan every run for them on each page view.
     list_filter = ["status", ("job__plugin", admin.RelatedFieldListFilter), RunUserFilter, RunNodeFilter, "trigger"]
@@ -547,8 +596,11 @@ class JobRunAdmin(ReadOnlyAdmin):
     readonly_fields = [
         "job",
         "slot",
+        "attempt",
         "trigger",
         "status",
+        "cancelled_by",
+        "cancel_requested_at",
         "node",
         "plugin_package",
         "created_at",
@@ -561,6 +613,26 @@ class JobRunAdmin(ReadOnlyAdmin):
         "log",
     ]
     fields = tuple(readonly_fields)
+
+    @admin.action(description="Cancel selected runs (queued or running)")
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> None:
+        # The service asks the node running each one (a message, the database flag as fallback)
+        # and returns at once; it never waits for the run to stop.
+        done, problems = 0, []
+        for run in queryset.filter(status__in=[JobRun.Status.QUEUED, JobRun.Status.RUNNING]):
+            try:
+                services.cancel_run(run, request.user)
+            except services.JobRuleError as exc:
+                problems.append(str(exc))
+            else:
+                done += 1
+        self.message_user(
+            request,
+            ngettext("%d run cancelled or asked to stop.", "%d runs cancelled or asked to stop.", done) % done,
+            messages.SUCCESS,
+        )
+        for problem in problems:
+            self.message_user(request, problem, messages.WARNING)
 
     @admin.display(description="job", ordering="job__description")
     def job_label(self, obj: JobRun) -> str:
@@ -691,6 +763,34 @@ class SchedulerNodeAdmin(ReadOnlyAdmin):
             + urlencode({"node": obj.name, "status__exact": "running"})
         )
         return format_html('<a href="{}">{}</a>', url, count)
+
+
+# --------------------------------------------------------------------------- user profiles
+
+
+class UserProfileForm(forms.ModelForm):
+    class Meta:
+        model = UserProfile
+        fields = ["user", "timezone"]
+
+    def clean_timezone(self) -> str:
+        name = (self.cleaned_data.get("timezone") or "").strip()
+        if name:
+            try:
+                schedules.zone(name)
+            except schedules.ScheduleError as exc:
+                raise ValidationError(str(exc)) from exc
+        return name
+
+
+@admin.register(UserProfile)
+class UserProfileAdmin(admin.ModelAdmin):
+    """Each user's time zone: the one their new jobs start with."""
+
+    form = UserProfileForm
+    list_display = ["user", "timezone"]
+    search_fields = ["user__username", "timezone"]
+    autocomplete_fields = ["user"]
 
 
 # The audit trail and alerts have their own admin module.

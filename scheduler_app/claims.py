@@ -1,7 +1,7 @@
 """Claims: how a scheduler node wins the right to run a slot, so each runs exactly once.
 
 Scheduled slots: every node inserts a ``running`` ``JobRun`` for each due (job, slot) in one
-multi-row ``INSERT .. ON CONFLICT (job_id, slot) DO NOTHING RETURNING id, job_id``; the
+multi-row ``INSERT .. ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id``; the
 unique constraint decides, and the returned rows are exactly the claims this node won (one
 statement per batch, on SQLite >= 3.35 and PostgreSQL alike; raw DB-API statements, as the
 writer's, because this runs tens of times a second). A job with a run still
@@ -22,13 +22,14 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 
 from scheduler_app import slots
 from scheduler_app.jobtable import JobSpec, read_rows, spec_from_row
 from scheduler_app.models import JobRun
 from scheduler_app.writer import datetime_adapter, raw_cursor
 
-CHUNK = 400  # rows per INSERT (11 parameters each; SQLite allows 32,766)
+CHUNK = 400  # rows per INSERT (12 parameters each; SQLite allows 32,766)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +69,17 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
             )
             busy.update(row[0] for row in cursor.fetchall())
         todo = [c for c in claims if c.job_id not in busy]
-        row = f"({', '.join([p] * 11)})"
+        row = f"({', '.join([p] * 12)})"
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start : start + CHUNK]
             params: list[Any] = []
             for c in chunk:
                 slot = to_db(slots.to_datetime(c.slot_ms))
-                params += [c.job_id, slot, scheduled, running, node, c.package, now_db, now_db, "", "", 0]
+                params += [c.job_id, slot, 1, scheduled, running, node, c.package, now_db, now_db, "", "", 0]
             cursor.execute(
-                f"INSERT INTO {table} (job_id, slot, trigger, status, node, plugin_package, created_at, "
+                f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
                 f"started_at, error, traceback, log_count) VALUES {', '.join([row] * len(chunk))} "
-                "ON CONFLICT (job_id, slot) DO NOTHING RETURNING id, job_id",
+                "ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id",
                 params,
             )
             for run_id, job_id in cursor.fetchall():
@@ -88,22 +89,55 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
 
 @dataclass(frozen=True, slots=True)
 class ManualClaim:
+    """A queued run this node won: a manual run ("run now") or a retry."""
+
     run_id: int
     slot: datetime
     started_at: datetime
     spec: JobSpec
+    trigger: str = JobRun.Trigger.MANUAL.value
+    attempt: int = 1
 
 
-def queued_run_ids(limit: int = 200) -> list[int]:
+def queued_run_ids(limit: int = 200, now: datetime | None = None) -> list[int]:
+    """Queued runs ready to start: manual runs, and retries whose delay has passed."""
+    ready = Q(not_before__isnull=True) | Q(not_before__lte=now or timezone.now())
     return list(
-        JobRun.objects.filter(status=JobRun.Status.QUEUED)
+        JobRun.objects.filter(ready, status=JobRun.Status.QUEUED)
         .order_by("created_at", "id")
         .values_list("id", flat=True)[:limit]
     )
 
 
+def queue_retry(job_id: int, slot: datetime, attempt: int, not_before: datetime, package: str) -> None:
+    """Queue attempt ``attempt`` of (job, slot), to start at ``not_before``, claimed like a manual
+    run. Queued twice (two nodes), it exists once: the unique (job, slot, attempt) decides."""
+    retry = JobRun(
+        job_id=job_id,
+        slot=slot,
+        attempt=attempt,
+        trigger=JobRun.Trigger.RETRY,
+        status=JobRun.Status.QUEUED,
+        not_before=not_before,
+        plugin_package=package,
+    )
+    JobRun.objects.bulk_create([retry], ignore_conflicts=True)
+
+
+def cancel_requests(node: str, run_ids: list[int]) -> dict[int, str]:
+    """Runs of ``node`` (among ``run_ids``) someone asked to cancel: run id -> who asked.
+
+    The fallback for a lost ``run.cancel`` message."""
+    if not run_ids:
+        return {}
+    rows = JobRun.objects.filter(
+        id__in=run_ids, node=node, status=JobRun.Status.RUNNING, cancel_requested_at__isnull=False
+    ).values_list("id", "cancelled_by__username")
+    return {run_id: username or "an operator" for run_id, username in rows}
+
+
 def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: datetime) -> list[ManualClaim]:
-    """Claim queued manual runs by conditional update; skip jobs running anywhere."""
+    """Claim queued runs (manual runs, due retries) by conditional update; skip jobs running anywhere."""
     running_elsewhere = JobRun.objects.filter(job_id=OuterRef("job_id"), status=JobRun.Status.RUNNING)
     won: list[int] = []
     for run_id in run_ids:
@@ -117,9 +151,11 @@ def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: dat
             won.append(run_id)
     if not won:
         return []
-    runs = list(JobRun.objects.filter(id__in=won).order_by("id").values_list("id", "job_id", "slot"))
-    rows = read_rows(Q(id__in={job_id for _, job_id, _ in runs}))
+    runs = list(
+        JobRun.objects.filter(id__in=won).order_by("id").values_list("id", "job_id", "slot", "trigger", "attempt")
+    )
+    rows = read_rows(Q(id__in={run[1] for run in runs}))
     return [
-        ManualClaim(run_id=run_id, slot=slot, started_at=now, spec=spec_from_row(rows[job_id]))
-        for run_id, job_id, slot in runs
+        ManualClaim(run_id, slot, now, spec_from_row(rows[job_id]), trigger, attempt)
+        for run_id, job_id, slot, trigger, attempt in runs
     ]

@@ -46,6 +46,8 @@ class RunContext:
     package: str = ""
     slot: datetime | None = None
     trigger: str = "manual"
+    #: which try of this slot: 1 for the first run, 2, 3... for retries (``Job.max_retries``)
+    attempt: int = 1
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from scheduler_app import slots
+from scheduler_app import schedules, slots
 from scheduler_app.models import Job
 
 log = logging.getLogger("scheduler_app.engine")
@@ -44,10 +45,31 @@ class JobSpec:
     #: the job's last save (ms); a missed slot older than this is not caught up after downtime
     updated_ms: int
     enabled: bool = True
+    #: when it runs (``schedules``); None: the plugin's interval (specs made outside the table)
+    timing: schedules.Timing | None = None
+    #: why the stored schedule cannot be used (it no longer parses): the job is not scheduled
+    schedule_error: str = ""
+    #: retries of a failed or timed-out run: how many, first delay, longest delay (seconds)
+    max_retries: int = 0
+    retry_delay_seconds: int = 10
+    retry_max_delay_seconds: int = 600
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return (self.package, self.interval, self.timeout, self.config, self.user_id, self.plugin_id, self.enabled)
+        return (
+            self.package,
+            self.interval,
+            self.timeout,
+            self.config,
+            self.user_id,
+            self.plugin_id,
+            self.enabled,
+            self.timing,
+            self.schedule_error,
+            self.max_retries,
+            self.retry_delay_seconds,
+            self.retry_max_delay_seconds,
+        )
 
 
 @dataclass
@@ -72,6 +94,12 @@ _FIELDS = (
     "plugin__code_version",
     "updated_at",
     "plugin__enabled",
+    "schedule",
+    "timezone",
+    "jitter_seconds",
+    "max_retries",
+    "retry_delay_seconds",
+    "retry_max_delay_seconds",
 )
 
 
@@ -104,11 +132,12 @@ def read_rows(where: Q) -> dict[int, tuple[Any, ...]]:
 def spec_from_row(row: tuple[Any, ...]) -> JobSpec:
     """The one way a ``JobSpec`` is made: from a ``read_rows`` row."""
     (job_id, user_id, username, plugin_id, package, interval, timeout, config, version, updated_at,
-     enabled) = row  # fmt: skip
+     enabled, schedule, zone, jitter, max_retries, retry_delay, retry_max_delay) = row  # fmt: skip
     if isinstance(updated_at, str):
         updated_at = parse_datetime(updated_at)
     if updated_at is not None and timezone.is_naive(updated_at):
         updated_at = updated_at.replace(tzinfo=UTC)
+    timing, error = _timing(job_id, schedule, interval, zone, jitter)
     return JobSpec(
         id=job_id,
         user_id=user_id,
@@ -121,7 +150,21 @@ def spec_from_row(row: tuple[Any, ...]) -> JobSpec:
         code_version=version,
         updated_ms=slots.to_ms(updated_at) if updated_at is not None else 0,
         enabled=bool(enabled),
+        timing=timing,
+        schedule_error=error,
+        max_retries=max_retries,
+        retry_delay_seconds=retry_delay,
+        retry_max_delay_seconds=retry_max_delay,
     )
+
+
+def _timing(job_id: int, schedule: str, interval: int, zone: str, jitter: int) -> tuple[schedules.Timing | None, str]:
+    try:
+        return schedules.Timing.of(job_id, schedule, interval, zone or settings.TIME_ZONE, jitter), ""
+    except schedules.ScheduleError as exc:
+        # Saved through services it parsed; a raw update() or a removed time zone can break it.
+        log.warning("job %s is not scheduled: its schedule %r no longer parses (%s)", job_id, schedule, exc)
+        return None, str(exc)
 
 
 SCHEDULED = Q(active=True, plugin__enabled=True)

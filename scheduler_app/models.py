@@ -33,6 +33,11 @@ class Plugin(models.Model):
     timeout = models.PositiveIntegerField(
         "default timeout (seconds)", default=300, help_text="A run still going after this long is cancelled."
     )
+    min_interval = models.PositiveIntegerField(
+        "minimum interval (seconds)",
+        default=1,
+        help_text="Users' own schedules for this plugin may not run more often than this (smallest gap between runs).",
+    )
     code_version = models.PositiveIntegerField(
         "code version", default=1, editable=False, help_text="Bumped by 'Reload code'; every scheduler re-imports."
     )
@@ -45,6 +50,7 @@ class Plugin(models.Model):
             models.CheckConstraint(condition=~Q(package=""), name="plugin_package_not_empty"),
             models.CheckConstraint(condition=Q(interval__gt=0), name="plugin_interval_positive"),
             models.CheckConstraint(condition=Q(timeout__gt=0), name="plugin_timeout_positive"),
+            models.CheckConstraint(condition=Q(min_interval__gt=0), name="plugin_min_interval_positive"),
         ]
 
     def __str__(self) -> str:
@@ -80,6 +86,35 @@ class Job(models.Model):
     timeout = models.PositiveIntegerField(
         "timeout (seconds)", null=True, blank=True, help_text="Overrides the plugin's default timeout when set."
     )
+    # When it runs (scheduler_app.schedules reads these; services.validate_schedule checks them).
+    schedule = models.CharField(
+        "schedule",
+        max_length=120,
+        blank=True,
+        help_text="Empty: the plugin's interval. An interval (every 30s, every 5m, every 2h, every 1d) or a cron "
+        "expression: 5 fields (minute hour day month weekday), or 6 with a leading seconds field.",
+    )
+    timezone = models.CharField(
+        "time zone",
+        max_length=64,
+        blank=True,
+        help_text="IANA name (e.g. Europe/Paris) whose wall clock a cron schedule follows; empty: the server's "
+        "TIME_ZONE.",
+    )
+    jitter_seconds = models.PositiveIntegerField(
+        "jitter (seconds)",
+        default=0,
+        help_text="Delay each run by up to this much (the same delay on every node for a given slot).",
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        "retries", default=0, help_text="How many times a failed or timed-out run is tried again for the same slot."
+    )
+    retry_delay_seconds = models.PositiveIntegerField(
+        "first retry after (seconds)", default=10, help_text="Delay before the first retry; doubled for each next one."
+    )
+    retry_max_delay_seconds = models.PositiveIntegerField(
+        "longest retry delay (seconds)", default=600, help_text="The doubling stops at this delay."
+    )
     created_at = models.DateTimeField("created", auto_now_add=True)
     updated_at = models.DateTimeField("updated", auto_now=True)
 
@@ -110,6 +145,30 @@ class Job(models.Model):
         job = Job.objects.with_effective_timeout().only("pk").get(pk=self.pk)
         return int(job.effective_timeout_seconds)  # type: ignore[attr-defined]  # an annotation
 
+    @property
+    def effective_timezone(self) -> str:
+        return self.timezone or settings.TIME_ZONE
+
+
+class UserProfile(models.Model):
+    """A user's preferences: the time zone new jobs start with (the form's default)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile", verbose_name="user"
+    )
+    timezone = models.CharField(
+        "time zone",
+        max_length=64,
+        blank=True,
+        help_text="IANA name (e.g. Europe/Paris) new jobs are scheduled in; empty: the server's TIME_ZONE.",
+    )
+
+    class Meta:
+        verbose_name = "user profile"
+
+    def __str__(self) -> str:
+        return f"profile of {self.user}"
+
 
 class JobRun(models.Model):
     """One execution of a job. Unique (job, slot) is the claim that makes a slot run once."""
@@ -128,9 +187,16 @@ class JobRun(models.Model):
     class Trigger(models.TextChoices):
         SCHEDULE = "schedule", "schedule"
         MANUAL = "manual", "manual"
+        RETRY = "retry", "retry"
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs", verbose_name="job")
     slot = models.DateTimeField("slot", help_text="The time this run was due (the request time for manual runs).")
+    attempt = models.PositiveSmallIntegerField(
+        "attempt", default=1, help_text="1 for the first run of a slot; 2, 3... for its retries."
+    )
+    not_before = models.DateTimeField(
+        "not before", null=True, blank=True, help_text="A queued retry is not started before this time."
+    )
     trigger = models.CharField("trigger", max_length=10, choices=Trigger.choices, default=Trigger.SCHEDULE)
     status = models.CharField("status", max_length=10, choices=Status.choices, default=Status.QUEUED)
     node = models.CharField("node", max_length=200, blank=True, help_text="The scheduler node that ran it.")
@@ -141,11 +207,23 @@ class JobRun(models.Model):
     error = models.TextField("error", blank=True)
     traceback = models.TextField("traceback", blank=True)
     log_count = models.PositiveIntegerField("log lines", default=0)
+    cancel_requested_at = models.DateTimeField(
+        "cancel requested", null=True, blank=True, help_text="Someone asked to cancel this run (it stops soon)."
+    )
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="cancelled by",
+    )
 
     class Meta:
         ordering = ["-slot", "-id"]
         get_latest_by = "slot"
-        constraints = [models.UniqueConstraint(fields=["job", "slot"], name="one_run_per_job_slot")]
+        # The claim: each (job, slot, attempt) runs once. A retry is a new row with the next attempt.
+        constraints = [models.UniqueConstraint(fields=["job", "slot", "attempt"], name="one_run_per_job_slot_attempt")]
         indexes = [
             models.Index(fields=["job", "-slot"], name="run_job_slot_idx"),
             models.Index(fields=["status", "node"], name="run_status_node_idx"),

@@ -47,6 +47,11 @@ def run_queued(run_id: int) -> None:
     send_after_commit({"type": "run.queued", "run_id": run_id})
 
 
+def run_cancel(run_id: int, by: str) -> None:
+    """Ask the node running ``run_id`` to cancel it (the database flag is the fallback)."""
+    send_after_commit({"type": "run.cancel", "run_id": run_id, "by": by})
+
+
 def plugin_reload(plugin_id: int, package: str, code_version: int) -> None:
     send_after_commit(
         {"type": "plugin.reload", "plugin_id": plugin_id, "package": package, "code_version": code_version}

@@ -15,7 +15,7 @@ from typing import Any
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
-from scheduler_app import slots, streams
+from scheduler_app import schedules, slots, streams
 from scheduler_app.models import Job, JobRun, LogLine, Plugin
 
 #: Lines a fresh log view gets (the newest); a resume gets every line after its cursor, up to REPLAY_MAX.
@@ -32,12 +32,39 @@ HISTORY_PAGE = 50
 HISTORY_COUNT_CAP = 10_000
 
 
+def job_timing(job: Job, plugin: Plugin) -> schedules.Timing | None:
+    """The slot math's view of a saved job; None if its stored schedule no longer parses."""
+    try:
+        return schedules.Timing.of(job.pk, job.schedule, plugin.interval, job.effective_timezone, job.jitter_seconds)
+    except schedules.ScheduleError:
+        return None
+
+
+def schedule_words(job: Job, plugin: Plugin) -> str:
+    timing = job_timing(job, plugin)
+    if timing is None:
+        return f"“{job.schedule}” (no longer valid: edit and save)"
+    return schedules.describe(timing.schedule, timing.timezone, plugin.interval)
+
+
+def roll_interval(job: Job, plugin: Plugin) -> int:
+    """Seconds between the job's slots if they are evenly spaced (no cron, no jitter), else 0."""
+    timing = job_timing(job, plugin)
+    if timing is None or timing.schedule.kind == "cron" or timing.jitter_seconds:
+        return 0
+    return timing.interval_seconds
+
+
 def next_run_at(job: Job, plugin: Plugin, now: datetime | None = None) -> datetime | None:
-    """When the scheduler will next run ``job`` (the engine's slot math); None if it is not scheduled."""
+    """When the scheduler will next run ``job`` (the engine's slot math), in the job's time zone;
+    None if it is not scheduled."""
     if not job.active or not plugin.enabled:
         return None
+    timing = job_timing(job, plugin)
+    if timing is None:
+        return None
     now_ms = slots.to_ms(now or timezone.now())
-    return slots.to_datetime(slots.slot_after(now_ms, job.pk, plugin.interval))
+    return slots.to_datetime(schedules.next_slot(timing, now_ms)).astimezone(schedules.zone(timing.timezone))
 
 
 def _with_last_run(jobs: Any) -> Any:
@@ -53,6 +80,11 @@ class JobRow:
     last_run: JobRun | None = None
     next_run: datetime | None = None
     form: Any = None
+    #: the schedule in words, e.g. "every weekday at 08:00 (Europe/Paris)"
+    schedule_words: str = ""
+    #: seconds between slots when they are evenly spaced (the page rolls a passed next run on by
+    #: it); 0 for cron and jittered schedules, whose next run only the server computes
+    roll_interval: int = 0
     history_url: str = ""
     last_run_url: str = ""
     #: Why the stored config no longer validates (set by the plugin page), else "".
@@ -80,7 +112,15 @@ def _rows(jobs: list[Job], plugins: dict[int, Plugin]) -> list[JobRow]:
     for job, run_id in zip(jobs, ids, strict=True):
         plugin = plugins[job.plugin_id]
         job.plugin = plugin  # avoid one query per job for job.plugin
-        rows.append(JobRow(job, runs.get(run_id) if run_id else None, next_run_at(job, plugin, now)))
+        rows.append(
+            JobRow(
+                job,
+                runs.get(run_id) if run_id else None,
+                next_run_at(job, plugin, now),
+                schedule_words=schedule_words(job, plugin),
+                roll_interval=roll_interval(job, plugin),
+            )
+        )
     return rows
 
 

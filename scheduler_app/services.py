@@ -8,28 +8,34 @@ running schedulers (``notify``). Each function is one transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from scheduler_app import audit, config_input, notify, plugin_host, secretbox
-from scheduler_app.models import Job, JobRun, Plugin
+from scheduler_app import audit, config_input, notify, plugin_host, schedules, secretbox, slots
+from scheduler_app.models import Job, JobRun, Plugin, UserProfile
 from scheduler_app.plugin_host import ConfigValidationError, FieldError, PluginLoadError
 
 __all__ = [
     "BulkResult",
     "ConfigValidationError",
     "JobRuleError",
+    "JobSchedule",
+    "ScheduleValidationError",
     "activate_job",
     "bulk_set_active",
+    "cancel_run",
     "clone_job",
     "config_problem",
     "create_job",
     "deactivate_job",
     "delete_job",
+    "preview_schedule",
     "register_plugin",
     "reload_plugin",
     "rotate_secrets",
@@ -37,7 +43,9 @@ __all__ = [
     "set_plugins_enabled",
     "update_job",
     "update_plugin",
+    "user_timezone",
     "validate_config",
+    "validate_schedule",
 ]
 
 
@@ -90,6 +98,143 @@ def _require_runnable(job: Job, action: str) -> None:
         )
 
 
+# --- schedules ----------------------------------------------------------------------------------
+
+#: Most retries a job may ask for, and the longest jitter or retry delay (a day).
+MAX_RETRIES = 10
+MAX_DELAY_SECONDS = 86_400
+
+
+@dataclass(frozen=True)
+class JobSchedule:
+    """When a job runs and how it retries: the ``Job`` fields of the same names."""
+
+    schedule: str = ""
+    #: empty: filled in by ``validate_schedule`` with the owner's time zone
+    timezone: str = ""
+    jitter_seconds: int = 0
+    max_retries: int = 0
+    retry_delay_seconds: int = 10
+    retry_max_delay_seconds: int = 600
+
+    @classmethod
+    def of(cls, job: Job) -> JobSchedule:
+        return cls(**{f.name: getattr(job, f.name) for f in fields(cls)})
+
+    def apply_to(self, job: Job) -> list[str]:
+        """Set the fields on ``job``; return their names (for ``update_fields``)."""
+        names = [f.name for f in fields(self)]
+        for name in names:
+            setattr(job, name, getattr(self, name))
+        return names
+
+
+class ScheduleValidationError(JobRuleError):
+    """Schedule fields that cannot be saved: ``errors`` maps each field name to its message."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+
+
+def user_timezone(user: Any) -> str:
+    """The time zone a user's new jobs start with: their profile's, else the server's TIME_ZONE."""
+    if user is not None and getattr(user, "pk", None):
+        name = UserProfile.objects.filter(user_id=user.pk).values_list("timezone", flat=True).first()
+        if name:
+            return name
+    return str(settings.TIME_ZONE)
+
+
+def validate_schedule(plugin: Plugin, wanted: JobSchedule, *, user: Any = None) -> JobSchedule:
+    """Return ``wanted`` checked and normalised for ``plugin``, or raise ScheduleValidationError.
+
+    The one place schedule rules live (pages, admin, fixtures and the shell all come here):
+    the schedule parses and runs at all; the time zone exists; a user's own schedule does not
+    run more often than the plugin's ``min_interval`` (the operators' limit; the plugin's
+    own interval is theirs too, so an empty schedule is always allowed); jitter stays below
+    the smallest gap between runs (so slots keep their order); retries and delays are sane.
+    """
+    errors: dict[str, str] = {}
+    parsed: schedules.Schedule | None = None
+    try:
+        parsed = schedules.parse(wanted.schedule)
+    except schedules.ScheduleError as exc:
+        errors["schedule"] = str(exc)
+    zone_name = (wanted.timezone or "").strip() or user_timezone(user)
+    try:
+        schedules.zone(zone_name)
+    except schedules.ScheduleError as exc:
+        errors["timezone"] = str(exc)
+    gap = schedules.min_gap_seconds(parsed, plugin.interval) if parsed is not None else None
+    if parsed is not None and parsed.kind != "plugin" and gap is not None and gap < plugin.min_interval:
+        errors["schedule"] = (
+            f"This runs every {schedules.seconds_in_words(int(gap))} at the closest; {plugin.display_name} allows "
+            f"at most one run every {schedules.seconds_in_words(plugin.min_interval)} (the plugin's minimum "
+            "interval, set by the operators)."
+        )
+    jitter = wanted.jitter_seconds
+    if not isinstance(jitter, int) or jitter < 0 or jitter > MAX_DELAY_SECONDS:
+        errors["jitter_seconds"] = f"Jitter is a whole number of seconds from 0 to {MAX_DELAY_SECONDS}."
+    elif gap is not None and jitter and jitter >= gap:
+        errors["jitter_seconds"] = (
+            f"Jitter must be shorter than the smallest gap between runs ({schedules.seconds_in_words(int(gap))}), "
+            "or runs would swap places."
+        )
+    if not isinstance(wanted.max_retries, int) or not 0 <= wanted.max_retries <= MAX_RETRIES:
+        errors["max_retries"] = f"Retries: a whole number from 0 to {MAX_RETRIES}."
+    delay, longest = wanted.retry_delay_seconds, wanted.retry_max_delay_seconds
+    if not isinstance(delay, int) or not 1 <= delay <= MAX_DELAY_SECONDS:
+        errors["retry_delay_seconds"] = (
+            f"The first retry delay is a whole number of seconds from 1 to {MAX_DELAY_SECONDS}."
+        )
+    if not isinstance(longest, int) or not 1 <= longest <= MAX_DELAY_SECONDS:
+        errors["retry_max_delay_seconds"] = (
+            f"The longest retry delay is a whole number of seconds from 1 to {MAX_DELAY_SECONDS}."
+        )
+    elif isinstance(delay, int) and longest < delay:
+        errors["retry_max_delay_seconds"] = "The longest retry delay cannot be shorter than the first one."
+    if errors:
+        raise ScheduleValidationError(errors)
+    assert parsed is not None
+    return replace(wanted, schedule=parsed.text, timezone=zone_name)
+
+
+@dataclass(frozen=True)
+class SchedulePreview:
+    """What the form shows under the schedule: the words and the next runs in the job's zone."""
+
+    description: str
+    timezone: str
+    next_runs: list[datetime]
+    #: True for a job not saved yet: an interval's per-job offset is fixed by its id, so the
+    #: times shown shift once it is saved
+    approximate: bool
+
+
+def preview_schedule(
+    plugin: Plugin, wanted: JobSchedule, *, job: Job | None = None, user: Any = None, now: datetime | None = None,
+    count: int = 5,
+) -> SchedulePreview:  # fmt: skip
+    """Validate ``wanted`` and compute its next ``count`` runs (ScheduleValidationError if invalid)."""
+    clean = validate_schedule(plugin, wanted, user=user)
+    timing = schedules.Timing.of(
+        job.pk if job is not None else 0, clean.schedule, plugin.interval, clean.timezone, clean.jitter_seconds
+    )
+    now_ms = slots.to_ms(now or timezone.now())
+    zone = schedules.zone(clean.timezone)
+    runs = [slots.to_datetime(ms).astimezone(zone) for ms in schedules.next_slots(timing, now_ms, count)]
+    return SchedulePreview(
+        description=schedules.describe(timing.schedule, clean.timezone, plugin.interval),
+        timezone=clean.timezone,
+        next_runs=runs,
+        approximate=job is None and (timing.schedule.kind != "cron" or clean.jitter_seconds > 0),
+    )
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
 def create_job(
     user: Any,
     plugin: Plugin,
@@ -98,10 +243,14 @@ def create_job(
     description: str = "",
     timeout: int | None = None,
     activate: bool = False,
+    schedule: JobSchedule | None = None,
 ) -> Job:
     clean = validate_config(plugin, config or {})
+    timing = validate_schedule(plugin, schedule or JobSchedule(), user=user)
     with transaction.atomic():
-        job = Job.objects.create(user=user, plugin=plugin, config=clean, description=description, timeout=timeout)
+        job = Job(user=user, plugin=plugin, config=clean, description=description, timeout=timeout)
+        timing.apply_to(job)
+        job.save()
         audit.record(
             "job.create",
             f"created {_job_label(job)}",
@@ -123,13 +272,16 @@ def update_job(
     config: dict[str, Any] | None = None,
     description: str | None = None,
     timeout: int | None = _UNSET,
+    schedule: JobSchedule | None = None,
 ) -> Job:
-    """Change a job's config, description or timeout; the config is validated first."""
+    """Change a job's config, description, timeout or schedule; each is validated first."""
     fields = ["updated_at"]
     before = audit.job_fields(job)
     if config is not None:
         job.config = validate_config(job.plugin, config)
         fields.append("config")
+    if schedule is not None:
+        fields += validate_schedule(job.plugin, schedule, user=job.user).apply_to(job)
     if description is not None:
         job.description = description
         fields.append("description")
@@ -165,6 +317,7 @@ def clone_job(job: Job) -> Job:
         description=description[:200],
         timeout=job.timeout,
         active=False,
+        **{name: getattr(job, name) for name in JobSchedule.__dataclass_fields__},
     )
     audit.record("job.clone", f"cloned {_job_label(job)} into {_job_label(copy)}", job=copy)
     return copy
@@ -232,12 +385,13 @@ def delete_job(job: Job) -> None:
 def run_now(job: Job, *, at: Any = None) -> JobRun:
     """Queue a manual run; a scheduler claims it within a second.
 
-    Refused while one is queued, when the plugin is disabled, or when the stored config no
-    longer validates (the run could only fail).
+    Refused while one is queued (a retry waiting for its delay does not count: the manual run
+    goes first), when the plugin is disabled, or when the stored config no longer validates
+    (the run could only fail).
     """
     _require_runnable(job, "run")
     with transaction.atomic():
-        if JobRun.objects.filter(job=job, status=JobRun.Status.QUEUED).exists():
+        if JobRun.objects.filter(job=job, status=JobRun.Status.QUEUED, trigger=JobRun.Trigger.MANUAL).exists():
             raise JobRuleError("A run of this job is already queued.")
         run = JobRun.objects.create(
             job=job,
@@ -248,6 +402,40 @@ def run_now(job: Job, *, at: Any = None) -> JobRun:
         )
         audit.record("run.now", f"queued run {run.pk} of {_job_label(job)} (run now)", job=job)
     notify.run_queued(run.pk)
+    return run
+
+
+def cancel_run(run: JobRun, by: Any) -> JobRun:
+    """Cancel a queued or running run on behalf of ``by`` (its owner, or an operator).
+
+    A queued run ends ``cancelled`` here and now (conditional update: a scheduler that claimed
+    it meanwhile makes it a running one). A running run gets ``cancel_requested_at`` and a
+    ``run.cancel`` message: the node running it cancels the task and records ``cancelled``;
+    a lost message is covered by the nodes' check of the flag every few seconds. A cancelled
+    run is not retried. Raises JobRuleError for a run that has already finished.
+    """
+    now = timezone.now()
+    who = by.get_username() if by is not None else "an operator"
+    message = f"cancelled by {who}"
+    with transaction.atomic():
+        queued = JobRun.objects.filter(pk=run.pk, status=JobRun.Status.QUEUED).update(
+            status=JobRun.Status.CANCELLED, finished_at=now, error=message, cancelled_by=by, cancel_requested_at=now
+        )
+        asked = 0
+        if not queued:
+            asked = JobRun.objects.filter(
+                pk=run.pk, status=JobRun.Status.RUNNING, cancel_requested_at__isnull=True
+            ).update(cancel_requested_at=now, cancelled_by=by)
+            if asked:
+                notify.run_cancel(run.pk, who)  # sent after the commit
+            elif not JobRun.objects.filter(pk=run.pk, status=JobRun.Status.RUNNING).exists():
+                run.refresh_from_db()
+                raise JobRuleError(f"Run #{run.pk} has already ended ({run.get_status_display()}).")
+        if queued or asked:
+            job = Job.objects.select_related("plugin").get(pk=run.job_id)
+            state = "queued" if queued else "running"
+            audit.record("run.cancel", f"cancelled run {run.pk} of {_job_label(job)} ({state})", job=job)
+    run.refresh_from_db()
     return run
 
 

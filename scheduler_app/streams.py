@@ -61,6 +61,8 @@ class RunSnapshot:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str = ""
+    #: 1 for the first run of a slot, 2, 3... for its retries
+    attempt: int = 1
 
     @classmethod
     def of(cls, run: JobRun) -> RunSnapshot:
@@ -77,6 +79,7 @@ class RunSnapshot:
             started_at=run.started_at,
             finished_at=run.finished_at,
             error=run.error,
+            attempt=run.attempt,
         )
 
 
@@ -92,4 +95,5 @@ def run_payload(run: RunSnapshot) -> dict[str, Any]:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "node": run.node,
         "error": run.error,
+        "attempt": run.attempt,
     }

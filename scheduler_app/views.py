@@ -11,6 +11,7 @@ through ``scheduler_app.services``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict
 from functools import wraps
 from typing import Any
 
@@ -30,13 +31,14 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from scheduler_app import access, selectors, services, stats, streams, tracebacks
+from scheduler_app import access, schedules, selectors, services, stats, streams, tracebacks
 from scheduler_app.forms import ConfirmDeleteForm, JobForm
 from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import PluginLoadError
-from scheduler_app.services import ConfigValidationError, JobRuleError
+from scheduler_app.services import ConfigValidationError, JobRuleError, ScheduleValidationError
 
 User = get_user_model()
 
@@ -167,19 +169,23 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _job_form(plugin: Plugin, job: Job, readonly: bool, data: Any = None) -> JobForm:
+def _job_form(plugin: Plugin, job: Job, owner: Any, readonly: bool, data: Any = None) -> JobForm:
+    initial = {"description": job.description, **asdict(services.JobSchedule.of(job))}
+    initial["timezone"] = job.effective_timezone
     return JobForm(
         plugin,
         data,
         prefix=f"job-{job.pk}",
         stored=job.config,
         readonly=readonly,
-        initial={"description": job.description},
+        initial=initial,
+        user=owner,
+        job=job,
     )
 
 
-def _new_form(plugin: Plugin, data: Any = None) -> JobForm:
-    return JobForm(plugin, data, prefix="new")
+def _new_form(plugin: Plugin, user: Any, data: Any = None) -> JobForm:
+    return JobForm(plugin, data, prefix="new", initial={"timezone": services.user_timezone(user)}, user=user)
 
 
 def _render_plugin_page(
@@ -199,10 +205,10 @@ def _render_plugin_page(
     load_error = None
     try:
         for row in jobs:
-            row.form = bound.get(row.pk) or _job_form(plugin, row.job, readonly)
+            row.form = bound.get(row.pk) or _job_form(plugin, row.job, subject, readonly)
             row.config_problem = services.config_problem(row.job) or ""
         if new_form is None and not readonly and plugin.enabled:
-            new_form = _new_form(plugin)
+            new_form = _new_form(plugin, request.user)
     except PluginLoadError as exc:  # broken plugin code: show the jobs, say why they cannot be edited
         load_error = str(exc)
         for row in jobs:
@@ -222,6 +228,7 @@ def _render_plugin_page(
             "form_media": media,
             "load_error": load_error,
             "ws_path": f"/ws/logs/{plugin.pk}/{subject.pk}/",
+            "tz_names": schedules.zone_names(),
         },
         status=status,
     )
@@ -249,7 +256,12 @@ def job_runs(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(
         request,
         "scheduler_app/job_runs.html",
-        {"job": job, "page": page, "plugin_url": _plugin_url(job.plugin, job.user, request, job)},
+        {
+            "job": job,
+            "page": page,
+            "plugin_url": _plugin_url(job.plugin, job.user, request, job),
+            "schedule_words": selectors.schedule_words(job, job.plugin),
+        },
     )
 
 
@@ -336,14 +348,20 @@ def _back(request: HttpRequest, job: Job) -> HttpResponseRedirect:
 @require_POST
 def job_create(request: HttpRequest, plugin_id: int) -> HttpResponse:
     plugin = get_object_or_404(Plugin, pk=plugin_id, enabled=True)
-    form = _new_form(plugin, request.POST)
+    form = _new_form(plugin, request.user, request.POST)
     if form.is_valid():
         try:
             job = services.create_job(
-                request.user, plugin, form.cleaned_data["config"], description=form.cleaned_data["description"]
+                request.user,
+                plugin,
+                form.cleaned_data["config"],
+                description=form.cleaned_data["description"],
+                schedule=form.cleaned_data["job_schedule"],
             )
         except ConfigValidationError as exc:
             form.add_config_errors(exc)
+        except ScheduleValidationError as exc:
+            form.add_schedule_errors(exc)
         else:
             messages.success(request, f"Saved the new configuration “{job.description or f'job {job.pk}'}”.")
             return _back(request, job)
@@ -356,12 +374,19 @@ def job_create(request: HttpRequest, plugin_id: int) -> HttpResponse:
 @require_POST
 def job_save(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _own_job(request, job_id)
-    form = _job_form(job.plugin, job, False, request.POST)
+    form = _job_form(job.plugin, job, request.user, False, request.POST)
     if form.is_valid():
         try:
-            services.update_job(job, config=form.cleaned_data["config"], description=form.cleaned_data["description"])
+            services.update_job(
+                job,
+                config=form.cleaned_data["config"],
+                description=form.cleaned_data["description"],
+                schedule=form.cleaned_data["job_schedule"],
+            )
         except ConfigValidationError as exc:
             form.add_config_errors(exc)
+        except ScheduleValidationError as exc:
+            form.add_schedule_errors(exc)
         else:
             if request.POST.get("run_after_save"):
                 # "Run now" with unsaved edits: the page saves first, then runs what was saved.
@@ -452,7 +477,7 @@ def jobs_state(request: HttpRequest) -> JsonResponse:
             jobs[str(job.pk)] = {
                 "active": job.active,
                 "next_run": job.next_run.isoformat() if job.next_run else None,
-                "interval": row.plugin.interval,
+                "interval": job.roll_interval,
                 "last_run": {**streams.run_payload(streams.RunSnapshot.of(run)), "url": _fast_url("run", run.pk)}
                 if run
                 else None,
@@ -479,3 +504,98 @@ def job_delete(request: HttpRequest, job_id: int) -> HttpResponse:
         "scheduler_app/job_confirm_delete.html",
         {"job": job, "run_count": run_count, "capped": run_count > selectors.HISTORY_COUNT_CAP},
     )
+
+
+# --- the schedule preview (the form asks as the user types) -------------------------------------
+
+
+@login_required
+@require_GET
+def schedule_preview(request: HttpRequest) -> JsonResponse:
+    """The schedule in words and its next five runs, or the field errors (400), as JSON.
+
+    ``?plugin=<id>`` (required), ``&job=<id>`` (an own job: its id fixes an interval's offset),
+    ``&schedule=``, ``&timezone=``, ``&jitter_seconds=``. Validation is the service layer's, the
+    same as on save; bad input of any kind is a 400 with a message per field, never a 500.
+    """
+    errors: dict[str, str] = {}
+    plugin = job = None
+    try:
+        plugin = Plugin.objects.filter(pk=int(request.GET.get("plugin", ""))).first()
+    except ValueError:
+        pass
+    if plugin is None:
+        return JsonResponse({"errors": {"plugin": "Unknown plugin."}}, status=400)
+    if request.GET.get("job"):
+        try:
+            job = Job.objects.filter(pk=int(request.GET["job"]), user_id=_uid(request), plugin=plugin).first()
+        except ValueError:
+            job = None
+        if job is None:
+            return JsonResponse({"errors": {"job": "Unknown job."}}, status=400)
+    try:
+        jitter = int(request.GET.get("jitter_seconds") or 0)
+    except ValueError:
+        errors["jitter_seconds"] = "Jitter is a whole number of seconds."
+        jitter = 0
+    wanted = services.JobSchedule(
+        schedule=request.GET.get("schedule", "")[:500],
+        timezone=request.GET.get("timezone", "")[:100],
+        jitter_seconds=jitter,
+    )
+    try:
+        preview = services.preview_schedule(plugin, wanted, job=job, user=request.user)
+    except ScheduleValidationError as exc:
+        errors.update(exc.errors)
+    except schedules.ScheduleError as exc:  # a valid-looking expression whose slots cannot be found
+        errors["schedule"] = str(exc)
+    if errors:
+        return JsonResponse({"errors": errors}, status=400)
+    runs = [{"iso": run.isoformat(), "display": run.strftime("%a %d %b %Y %H:%M:%S %Z")} for run in preview.next_runs]
+    return JsonResponse(
+        {
+            "description": preview.description,
+            "timezone": preview.timezone,
+            "approximate": preview.approximate,
+            "next_runs": runs,
+        }
+    )
+
+
+# --- a run: cancel it, run its job again ---------------------------------------------------------
+
+
+def _own_run(request: HttpRequest, run_id: int) -> JobRun:
+    return get_object_or_404(JobRun.objects.select_related("job__plugin"), pk=run_id, job__user_id=_uid(request))
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _own_run(request, run_id)
+    try:
+        run = services.cancel_run(run, request.user)
+    except JobRuleError as exc:
+        messages.error(request, str(exc))
+    else:
+        if run.status == JobRun.Status.CANCELLED:
+            messages.success(request, f"Run #{run.pk} cancelled.")
+        else:
+            messages.success(request, f"Run #{run.pk}: asked the scheduler to stop it; it ends “cancelled”.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=False):
+        back = reverse("run", args=[run.pk])  # only back to a page of this site
+    return HttpResponseRedirect(back)
+
+
+@login_required
+@require_POST
+def run_again(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _own_run(request, run_id)
+    try:
+        again = services.run_now(run.job)
+    except JobRuleError as exc:
+        messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("run", args=[run.pk]))
+    messages.success(request, f"Run #{again.pk} of {_label(run.job)} queued.")
+    return HttpResponseRedirect(reverse("run", args=[again.pk]))

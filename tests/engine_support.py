@@ -60,6 +60,16 @@ def lines_of(run: JobRun) -> list[LogLine]:
     return list(LogLine.objects.filter(run=run).order_by("seq"))
 
 
+#: How the scheduler's own lines in a run's log begin (skipped, caught-up and coalesced slots;
+#: engine/schedule.py and engine/engine.py): tests that count a probe's lines leave them out.
+SCHEDULER_EVENTS = ("caught up:", "coalesced:", "slot ")
+
+
+def probe_lines(run: JobRun) -> list[LogLine]:
+    """The run's log lines written by the plugin (not the scheduler's event lines)."""
+    return [line for line in lines_of(run) if not line.message.startswith(SCHEDULER_EVENTS)]
+
+
 def wait_for_run(job: Job, timeout: float = 15.0, **filters: Any) -> JobRun:
     found: list[JobRun] = []
 

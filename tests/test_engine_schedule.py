@@ -147,3 +147,44 @@ def test_deleting_a_running_job_asks_to_cancel_it():
     schedule = loaded(a, b)
     schedule.started(1, run_id=10)
     assert schedule.apply(Diff(removed=[1, 2], deleted=[1, 2]), T0 + 10) == [1]
+
+
+# --- each job's own schedule (scheduler_app.schedules through the seam) ------------------------
+
+
+def cron_spec(text: str, zone: str = "UTC", **fields) -> JobSpec:
+    from scheduler_app import schedules
+
+    return spec(timing=schedules.Timing.of(7, text, 10, zone), **fields)
+
+
+def test_a_cron_job_is_due_on_its_cron_slots():
+    job = cron_spec("*/2 * * * * *")
+    start = -(-T0 // 2000) * 2000  # the first even second at or after the save
+    seen = run_through(loaded(job), T0, start + 10_000)
+    assert [slot for _, slot in seen] == list(range(start, start + 10_001, 2000))
+
+
+def test_a_stalled_cron_job_coalesces_into_its_latest_slot_and_counts_the_rest():
+    job = cron_spec("* * * * * *")
+    schedule = loaded(job)
+    first = schedule.next_slot(job.id)
+    assert first is not None
+    # the loop was stalled for 5.5 s: one run, for the latest slot; the 5 older ones counted
+    assert schedule.due(first + 5_500) == [(job, first + 5_000)]
+    assert schedule.counters.coalesced == 5
+    assert schedule.next_slot(job.id) == first + 6_000
+
+
+def test_changing_the_schedule_replans_the_next_slot():
+    job = spec(interval=3600)
+    schedule = loaded(job)
+    faster = cron_spec("* * * * * *")
+    schedule.apply(Diff(upserted=[faster]), T0)
+    assert schedule.next_slot(job.id) == (T0 // 1000 + 1) * 1000
+
+
+def test_a_job_whose_schedule_no_longer_parses_is_not_scheduled():
+    schedule = loaded(spec())
+    schedule.apply(Diff(upserted=[spec(schedule_error="“x” has 1 field")]), T0)
+    assert len(schedule) == 0 and schedule.due(T0 + 10**9) == []

@@ -72,3 +72,32 @@ async def test_a_password_change_elsewhere_closes_the_stream(alice, sample_plugi
     await sync_to_async(change_password)()
     assert (await next_close(comm, timeout=5))["code"] == CLOSE_UNAUTHENTICATED
     await comm.wait()
+
+
+@override_settings(LIVE_LOG_SESSION_CHECK_SECONDS=0.5)
+async def test_only_the_sockets_of_the_ended_session_close(alice, bob, sample_plugin):
+    alices, bobs = [await sync_to_async(logged_in_cookie)(u) for u in (alice, bob)]
+    streams = [
+        open_stream(f"/ws/logs/{sample_plugin.pk}/{user.pk}/", cookie)
+        for user, cookie in ((alice, alices), (alice, alices), (bob, bobs))
+    ]
+    for comm in streams:
+        assert (await comm.connect())[0]
+        assert (await comm.receive_json_from(timeout=5))["type"] == "hello"
+        assert (await comm.receive_json_from(timeout=5))["type"] == "lines"
+    await sync_to_async(Session.objects.filter(session_key=alices).delete)()
+    for comm in streams[:2]:
+        assert (await next_close(comm, timeout=5))["code"] == CLOSE_UNAUTHENTICATED
+        await comm.wait()
+    assert await streams[2].receive_nothing(timeout=1.5, interval=0.05)  # bob is still logged in
+    await streams[2].disconnect()
+
+
+def test_one_check_reads_every_session_in_two_queries(alice, bob, django_assert_num_queries):
+    from scheduler_app import session_watch
+
+    pairs = {(logged_in_cookie(user), user.pk) for user in (alice, bob) for _ in range(20)}
+    Session.objects.filter(session_key=next(key for key, pk in pairs if pk == bob.pk)).delete()
+    with django_assert_num_queries(2):
+        ended = session_watch.sessions_ended.func(pairs)
+    assert {pk for _, pk in ended} == {bob.pk} and len(ended) == 1

@@ -100,7 +100,8 @@ def test_the_plugin_page_query_count_does_not_grow_with_jobs_and_runs(
         JobRun.objects.bulk_create(
             JobRun(job=j, slot=timezone.now() - timedelta(seconds=k), status=JobRun.Status.SUCCEEDED) for k in range(5)
         )
-    with django_assert_max_num_queries(6):  # session, user, plugin, jobs (+ last run), last runs, recent runs
+    # session, user, plugin, jobs (+ last run), last runs, recent-run stats, the user's time zone (new form)
+    with django_assert_max_num_queries(7):
         assert client.get(f"/plugins/{sample_plugin.pk}/").status_code == 200
 
 

@@ -3,8 +3,9 @@
 Due slots arrive from the schedule (``offer``); one claim round takes up to
 ``MAX_CLAIM_BATCH`` of them and claims them in one statement in the writer thread
 (``claims.claim_slots``); every won claim becomes a ``RunSnapshot`` handed to ``start``. Queued
-manual runs ("run now") are claimed the same way, woken by ``run.queued`` notifications with a
-short poll as the fallback. The claimer knows nothing of plugins.
+runs (manual runs, and retries once their delay has passed) are claimed the same way, woken by
+``run.queued`` notifications (or a retry's timer) with a short poll as the fallback. The
+claimer knows nothing of plugins.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ MAX_CLAIM_BATCH = 2000
 QUEUED_POLL_SECONDS = 0.5
 
 RUNNING = JobRun.Status.RUNNING.value
-SCHEDULE, MANUAL = JobRun.Trigger.SCHEDULE.value, JobRun.Trigger.MANUAL.value
+SCHEDULE = JobRun.Trigger.SCHEDULE.value
 
 Start = Callable[[RunSnapshot, JobSpec], None]
 
@@ -134,7 +135,9 @@ class Claimer:
         self.counters.claimed += len(won)
         metrics.claims(len(won), 0)
         for claim in won:
-            self.start(self._snapshot(claim.run_id, claim.spec, MANUAL, claim.slot, claim.started_at), claim.spec)
+            snapshot = self._snapshot(claim.run_id, claim.spec, claim.trigger, claim.slot, claim.started_at)
+            snapshot.attempt = claim.attempt
+            self.start(snapshot, claim.spec)
         return len(won)
 
     def _snapshot(self, run_id: int, spec: JobSpec, trigger: str, slot: datetime, now: datetime) -> RunSnapshot:

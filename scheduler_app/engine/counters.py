@@ -26,6 +26,12 @@ class Counters:
     finished: int = 0
     #: full and partial reconciles of the job table
     reconciles: int = 0
+    #: slots missed while no node ran the job, run once when a node took it up (after downtime)
+    caught_up: int = 0
+    #: retries queued for failed or timed-out runs
+    retries_scheduled: int = 0
+    #: runs cancelled on someone's request (not by a timeout or a shutdown)
+    cancelled: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -16,13 +16,13 @@ import asyncio
 import gc
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from pydantic import BaseModel
 
-from scheduler_app import metrics, nodes
+from scheduler_app import claims, metrics, nodes, schedules, slots
 from scheduler_app.contract import RunContext
 from scheduler_app.engine import upkeep
 from scheduler_app.engine.access import Database
@@ -32,10 +32,11 @@ from scheduler_app.engine.heartbeat import Heartbeat
 from scheduler_app.engine.reconcile import Reconciler, listen
 from scheduler_app.engine.registry import PluginRegistry, make_registry
 from scheduler_app.engine.schedule import Schedule
-from scheduler_app.engine.supervisor import CANCELLED, RunRefused, SupervisedRun, Supervisor
+from scheduler_app.engine.supervisor import CANCELLED, Outcome, RunRefused, SupervisedRun, Supervisor
 from scheduler_app.engine.watchdog import Watchdog
 from scheduler_app.jobtable import Diff, JobSpec, JobTable
 from scheduler_app.log_pipeline import Publisher, run_logger
+from scheduler_app.models import JobRun
 from scheduler_app.plugin_host import ConfigValidationError, LoadedPlugin, PluginLoadError
 from scheduler_app.streams import RunSnapshot
 from scheduler_app.writer import Writer
@@ -44,6 +45,10 @@ log = logging.getLogger("scheduler_app.engine")
 
 #: How often the APScheduler tick pops due slots (bounds the added start lag).
 TICK_SECONDS = 0.02
+#: How often a node looks in the database for cancel requests a lost message did not bring.
+CANCEL_CHECK_SECONDS = 2.0
+
+SCHEDULE, RETRY = JobRun.Trigger.SCHEDULE.value, JobRun.Trigger.RETRY.value
 
 
 def utcnow() -> datetime:
@@ -52,6 +57,12 @@ def utcnow() -> datetime:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _when(epoch_ms: int, spec: JobSpec | None) -> str:
+    """A slot as its owner reads it: in the job's time zone."""
+    zone = schedules.zone(spec.timing.timezone) if spec is not None and spec.timing is not None else UTC
+    return slots.to_datetime(epoch_ms).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 class Engine:
@@ -72,6 +83,8 @@ class Engine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._claimers: list[asyncio.Task[Any]] = []
         self._apscheduler: Any = None
+        #: run id -> the spec it runs (for retries and the lines that name its time zone)
+        self._specs: dict[int, JobSpec] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -87,7 +100,7 @@ class Engine:
         self.writer = Writer(on_committed=self.publisher.on_committed)
         self.writer.start()
         self.db = Database(self.writer)
-        self.supervisor = Supervisor(self.writer, on_end=self._run_ended)
+        self.supervisor = Supervisor(self.writer, on_end=self._run_ended, before_finish=self._before_finish)
         self.claimer = Claimer(self.db, self.schedule, self.node, self.start_run, self.counters, utcnow)
         self.reconciler = Reconciler(
             self.db, JobTable(), self.reconcile_seconds, self.apply, self._reload, self.counters
@@ -118,6 +131,7 @@ class Engine:
             loop.create_task(upkeep.checkpoint_loop(self.db), name="checkpoint"),
             loop.create_task(upkeep.retention_loop(self.db, utcnow, *retain), name="retention"),
             loop.create_task(self.watchdog.lag_loop(), name="loop lag monitor"),
+            loop.create_task(self._cancel_requests_loop(), name="cancel requests"),
         ]
         self.watchdog.start()
         # The job table and the imports are long-lived: move them out of the collector's sight,
@@ -219,6 +233,14 @@ class Engine:
         metrics.slots_counted(self.counters.coalesced, self.counters.skipped_overlap)
         if due:
             self.claimer.offer(due)
+        for job_id, slot_ms in self.schedule.take_skipped():
+            supervised = self.supervisor.active.get(self.schedule.running_run(job_id) or 0)
+            if supervised is not None:  # (a slot skipped for a claim still in flight has no run to tell)
+                spec = self._specs.get(supervised.run.id)
+                supervised.context.logger.warning(
+                    "slot %s skipped: this run is still going (a job never overlaps itself)",
+                    _when(slot_ms, spec),
+                )
 
     def start_run(self, run: RunSnapshot, spec: JobSpec) -> None:
         """A won claim: give the run its logger and context and start it under supervision."""
@@ -226,7 +248,15 @@ class Engine:
                                      user_id=spec.user_id, package=spec.package)  # fmt: skip
         context = RunContext(logger=logger, run_id=run.id, job_id=spec.id, user_id=spec.user_id,
                              username=spec.username, plugin_id=spec.plugin_id, package=spec.package, slot=run.slot,
-                             trigger=run.trigger, cancelled=asyncio.Event())  # fmt: skip
+                             trigger=run.trigger, attempt=run.attempt, cancelled=asyncio.Event())  # fmt: skip
+        if run.trigger == SCHEDULE:
+            note = self.schedule.take_note(spec.id, slots.to_ms(run.slot))
+            if note:
+                logger.warning(note)
+        elif run.trigger == RETRY:
+            logger.info("retry: attempt %d of %d for the slot %s", run.attempt, spec.max_retries + 1,
+                        _when(slots.to_ms(run.slot), spec))  # fmt: skip
+        self._specs[run.id] = spec
         self.schedule.started(spec.id, run.id)
         self.counters.started += 1
         self.publisher.publish_status(run)
@@ -247,9 +277,68 @@ class Engine:
                 f"the stored config is no longer valid for {spec.package}: {exc}; edit and save the job"
             ) from exc
 
+    def _before_finish(self, supervised: SupervisedRun, outcome: Outcome) -> None:
+        """A failed or timed-out run with retries left: queue the next attempt of its slot.
+
+        The retry is a queued row (job, slot, attempt + 1) that waits ``not_before``; any node
+        claims it like a manual run once the delay has passed, so it survives this node. A
+        cancelled run is not retried."""
+        run, spec = supervised.run, self._specs.get(supervised.run.id)
+        if spec is None:
+            return
+        delay = schedules.retry_after(
+            outcome.status, run.attempt, spec.max_retries, spec.retry_delay_seconds, spec.retry_max_delay_seconds
+        )
+        if delay is None:
+            return
+        not_before = (run.finished_at or utcnow()) + timedelta(seconds=delay)
+        supervised.context.logger.warning(
+            "attempt %d of %d %s; retry (attempt %d) in %d s, at %s", run.attempt, spec.max_retries + 1,
+            outcome.status.replace("_", " "), run.attempt + 1, delay, _when(slots.to_ms(not_before), spec),
+        )  # fmt: skip
+        self.counters.retries_scheduled += 1
+        metrics.run_retried(spec.package)
+        asyncio.get_running_loop().create_task(
+            self._queue_retry(spec, run.slot, run.attempt + 1, not_before, delay), name=f"retry of run {run.id}"
+        )
+
+    async def _queue_retry(self, spec: JobSpec, slot: datetime, attempt: int, not_before: datetime, delay: int) -> None:
+        try:
+            await self.db.write(claims.queue_retry, spec.id, slot, attempt, not_before, spec.package)
+        except Exception as exc:
+            log.error("could not queue retry %d of job %s (%s: %s)", attempt, spec.id, type(exc).__name__, exc)
+            return
+        # Claimed by whichever node's queued-run claimer looks first once the delay has passed.
+        asyncio.get_running_loop().call_later(delay, self.claimer.wake_queued)
+
     def _run_ended(self, run: SupervisedRun) -> None:
+        self._specs.pop(run.run.id, None)
         self.schedule.ended(run.run.job_id, run.run.id)
         self.counters.finished += 1
+
+    # -- cancellation on request (the run page, the plugin page, the admin) -----------------------
+
+    def _cancel_requested(self, run_id: int, by: str) -> None:
+        supervised = self.supervisor.active.get(run_id)
+        if supervised is None or supervised.stop_status not in ("", "asked"):
+            return
+        self.counters.cancelled += 1
+        self.supervisor.cancel(supervised, CANCELLED, f"cancelled by {by}")
+
+    async def _cancel_requests_loop(self) -> None:
+        """The fallback for a lost ``run.cancel`` message: the database flag, every few seconds."""
+        while True:
+            await asyncio.sleep(CANCEL_CHECK_SECONDS)
+            ids = list(self.supervisor.active)
+            if not ids:
+                continue
+            try:
+                asked = await self.db.read(claims.cancel_requests, self.node, ids)
+            except Exception as exc:
+                log.warning("could not check for cancel requests (%s: %s)", type(exc).__name__, exc)
+                continue
+            for run_id, by in asked.items():
+                self._cancel_requested(run_id, by)
 
     # -- keeping up with changes ----------------------------------------------------------------
 
@@ -275,6 +364,8 @@ class Engine:
             self.reconciler.want(message.get("job_ids") or [], message.get("plugin_ids") or [])
         elif kind == "run.queued":
             self.claimer.wake_queued()
+        elif kind == "run.cancel":
+            self._cancel_requested(int(message.get("run_id") or 0), str(message.get("by") or "someone"))
         elif kind == "plugin.reload":
             package, version = message.get("package"), message.get("code_version")
             if package:

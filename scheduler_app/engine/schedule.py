@@ -10,9 +10,9 @@ It holds a heap of (next slot, job) and answers three questions:
   itself on this node (the claim's "running anywhere" check covers other nodes).
 - ``started`` / ``ended`` / ``released``: the bookkeeping of runs and claims in flight.
 
-Slot times come from ``slot_at_or_before`` and ``slot_after`` below: the seam where other kinds
-of schedules (cron, time zones) plug in. Every rule here has a unit test with a fake clock
-(tests/test_engine_schedule.py).
+Slot times come from ``slot_at_or_before`` and ``slot_after`` below, the seam to
+``scheduler_app.schedules`` (each job's interval or cron in its time zone, with its jitter).
+Every rule here has a unit test with a fake clock (tests/test_engine_schedule.py).
 """
 
 from __future__ import annotations
@@ -21,24 +21,46 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
-from scheduler_app import slots
+from scheduler_app import schedules, slots
 from scheduler_app.engine.counters import Counters
 from scheduler_app.jobtable import Diff, JobSpec
 
+#: Slots counted one by one when coalescing a cron job (beyond that: "at least this many").
+MAX_COUNTED = 10_000
 
-def slot_at_or_before(spec: JobSpec, now_ms: int) -> int:
-    """The job's latest slot at or before ``now_ms`` (epoch milliseconds)."""
-    return slots.slot_at_or_before(now_ms, spec.id, spec.interval)
+#: A slot this late when a node takes the job up (start-up after downtime) is "caught up".
+CAUGHT_UP_AFTER_MS = 2000
+
+# Scheduler events, as lines in the log of the run they concern.
+CAUGHT_UP = "caught up: this slot came due before a scheduler took the job up; it runs now, once (older ones never)"
+COALESCED = "coalesced: {} earlier missed slot{} (the scheduler was held up) run as this one run"
+
+
+def slot_at_or_before(spec: JobSpec, now_ms: int) -> int | None:
+    """The job's latest slot at or before ``now_ms`` (epoch milliseconds); None if it has none."""
+    if spec.timing is None:
+        return slots.slot_at_or_before(now_ms, spec.id, spec.interval)
+    return schedules.slot_at_or_before(spec.timing, now_ms)
 
 
 def slot_after(spec: JobSpec, t_ms: int) -> int:
     """The job's first slot strictly after ``t_ms``."""
-    return slots.slot_after(t_ms, spec.id, spec.interval)
+    if spec.timing is None:
+        return slots.slot_after(t_ms, spec.id, spec.interval)
+    return schedules.next_slot(spec.timing, t_ms)
 
 
 def slots_between(spec: JobSpec, first_ms: int, last_ms: int) -> int:
-    """How many of the job's slots lie in ``[first_ms, last_ms)`` (both on its grid)."""
-    return max(0, (last_ms - first_ms) // (spec.interval * 1000))
+    """How many of the job's slots lie in ``[first_ms, last_ms)`` (both slots of the job)."""
+    if spec.timing is None or spec.timing.schedule.kind != "cron":
+        interval = spec.interval if spec.timing is None else spec.timing.interval_seconds
+        # both are slots: whole intervals apart, give or take their jitter (less than one interval)
+        return max(0, round((last_ms - first_ms) / (interval * 1000)))
+    count, at = 0, first_ms
+    while at < last_ms and count < MAX_COUNTED:
+        count += 1
+        at = schedules.next_slot(spec.timing, at)
+    return count
 
 
 @dataclass(slots=True)
@@ -58,6 +80,10 @@ class Schedule:
         self._generations = itertools.count(1)
         self._running: dict[int, int] = {}  # job id -> run id
         self._claiming: set[int] = set()  # jobs whose slot waits for (or is in) a claim
+        # What the engine tells the jobs' logs (scheduler events): slots skipped because the job
+        # was still running, and per job a note for the run of a slot that caught up missed ones.
+        self._skipped: list[tuple[int, int]] = []
+        self._notes: dict[int, tuple[int, str]] = {}
 
     # -- what is scheduled ------------------------------------------------------------------
 
@@ -75,16 +101,25 @@ class Schedule:
     def apply(self, diff: Diff, now_ms: int) -> list[int]:
         """Apply a job-table diff; return the ids of deleted jobs that are running here (to cancel)."""
         for spec in diff.upserted:
+            if spec.schedule_error:  # its stored schedule no longer parses (the job table logged why)
+                self._jobs.pop(spec.id, None)
+                continue
             entry = self._jobs.get(spec.id)
             if entry is None:
                 entry = self._jobs[spec.id] = _Entry(spec)
                 latest = slot_at_or_before(spec, now_ms)
                 # Coalesce downtime: the latest slot due since the job last changed runs now (the
                 # claim loses if some node already ran it); older ones never.
-                self._push(entry, latest if latest >= spec.updated_ms else slot_after(spec, latest))
+                if latest is not None and latest >= spec.updated_ms:
+                    self._push(entry, latest)
+                    if now_ms - latest >= CAUGHT_UP_AFTER_MS:  # not just a save heard a moment late
+                        self.counters.caught_up += 1
+                        self._notes[spec.id] = (latest, CAUGHT_UP)
+                else:
+                    self._push(entry, slot_after(spec, now_ms if latest is None else latest))
             else:
                 old, entry.spec = entry.spec, spec
-                if old.interval != spec.interval:
+                if old.interval != spec.interval or old.timing != spec.timing:
                     self._push(entry, slot_after(spec, now_ms))
         for job_id in diff.removed:
             self._jobs.pop(job_id, None)
@@ -111,12 +146,18 @@ class Schedule:
             if entry is None or entry.generation != generation:
                 continue  # removed or rescheduled since
             spec = entry.spec
-            slot_ms = max(slot_at_or_before(spec, now_ms), due_ms)
-            counters.coalesced += slots_between(spec, due_ms, slot_ms)
-            entry.next_ms = slot_after(spec, slot_ms)
+            slot_ms, entry.next_ms = due_ms, slot_after(spec, due_ms)
+            if entry.next_ms <= now_ms:  # late past the next slot too (a stall): coalesce into the latest
+                slot_ms = max(slot_at_or_before(spec, now_ms) or due_ms, due_ms)
+                missed = slots_between(spec, due_ms, slot_ms)
+                counters.coalesced += missed
+                entry.next_ms = slot_after(spec, slot_ms)
+                if missed:
+                    self._notes[job_id] = (slot_ms, COALESCED.format(missed, "s" if missed != 1 else ""))
             heapq.heappush(heap, (entry.next_ms, job_id, generation))
             if job_id in self._running or job_id in self._claiming:
                 counters.skipped_overlap += 1
+                self._skipped.append((job_id, slot_ms))
                 continue
             self._claiming.add(job_id)
             out.append((spec, slot_ms))
@@ -124,6 +165,22 @@ class Schedule:
         return out
 
     # -- runs and claims in flight --------------------------------------------------------------
+
+    def take_skipped(self) -> list[tuple[int, int]]:
+        """The (job, slot) pairs skipped since the last call (the job was still running)."""
+        skipped, self._skipped = self._skipped, []
+        return skipped
+
+    def take_note(self, job_id: int, slot_ms: int) -> str:
+        """What to tell the run of ``slot_ms`` about the slots it stands for ("" if nothing)."""
+        note = self._notes.get(job_id)
+        if note is None or note[0] != slot_ms:
+            return ""
+        del self._notes[job_id]
+        return note[1]
+
+    def running_run(self, job_id: int) -> int | None:
+        return self._running.get(job_id)
 
     def is_running(self, job_id: int) -> bool:
         return job_id in self._running

@@ -12,7 +12,9 @@ One code path runs a plugin, for the engine and for ``runplugin`` / ``scheduler_
 - ``cancel(run, status, message)`` cancels now (shutdown after the grace period, job deleted);
   ``ask_to_stop(run, grace, ...)`` sets ``context.cancelled`` and cancels after ``grace``
   (runplugin's Ctrl-C).
-- The end of a run is handed to ``writer.finish_run`` (a ``RunFinish``) and to ``on_end``.
+- The end of a run is shown to ``before_finish`` (which may still log lines to the run: the
+  engine schedules retries there), then handed to ``writer.finish_run`` (a ``RunFinish``) and
+  to ``on_end``.
 
 Nothing here touches the database: the engine passes the batched writer, tests a list.
 """
@@ -111,12 +113,14 @@ class Supervisor:
         writer: FinishSink,
         *,
         on_end: Callable[[SupervisedRun], None] | None = None,
+        before_finish: Callable[[SupervisedRun, Outcome], None] | None = None,
         log_outcome: bool = True,
         clock: Callable[[], datetime] = utcnow,
         abandon_after: float = ABANDON_AFTER_SECONDS,
     ) -> None:
         self.writer = writer
         self.on_end = on_end
+        self.before_finish = before_finish
         self.log_outcome = log_outcome
         self.clock = clock
         self.abandon_after = abandon_after
@@ -218,6 +222,8 @@ class Supervisor:
         run.finished_at = self.clock()
         run.error = clean_text(outcome.error)
         supervised.outcome = outcome
+        if self.before_finish is not None:  # its log lines still belong to the run (and its count)
+            self.before_finish(supervised, outcome)
         self.active.pop(run.id, None)
         self.writer.finish_run(RunFinish(run, clean_text(outcome.traceback), supervised.log_count()))
         started = run.started_at
