@@ -214,9 +214,10 @@ PLUGINS_DIR = BASE_DIR / "plugins"
 
 # Scheduler knobs (docs/operations.md).
 SCHEDULER: dict[str, Any] = {
-    # seconds between node heartbeats; a node silent for LOST_AFTER seconds is dead
-    "HEARTBEAT_SECONDS": env_float("SCHEDULER_HEARTBEAT_SECONDS", 5.0, minimum=0.5),
-    "LOST_AFTER_SECONDS": env_float("SCHEDULER_LOST_AFTER_SECONDS", 30.0, minimum=2.0),
+    # seconds between node heartbeats; a node silent for LOST_AFTER seconds is declared lost and
+    # its jobs move to the others (docs/operations.md, "Nodes that die, pause or lose the database")
+    "HEARTBEAT_SECONDS": env_float("SCHEDULER_HEARTBEAT_SECONDS", 0.5, minimum=0.5),
+    "LOST_AFTER_SECONDS": env_float("SCHEDULER_LOST_AFTER_SECONDS", 3.0, minimum=2.0),
     # fallback reconcile from the database when a change notification was missed
     "RECONCILE_SECONDS": env_float("SCHEDULER_RECONCILE_SECONDS", 3.0, minimum=0.5),
     # how long running runs may finish after SIGTERM before they are cancelled

@@ -726,6 +726,7 @@ class SchedulerNodeAdmin(ReadOnlyAdmin):
         "scheduled_jobs",
         "started_at",
         "stopped_at",
+        "lost_at",
         "hostname",
         "pid",
     ]

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from scheduler_app import slots
 from scheduler_app.jobtable import JobSpec, read_rows, spec_from_row
-from scheduler_app.models import JobRun
+from scheduler_app.models import Job, JobRun
 from scheduler_app.writer import datetime_adapter, raw_cursor
 
 CHUNK = 400  # rows per INSERT (12 parameters each; SQLite allows 32,766)
@@ -39,10 +39,12 @@ class SlotClaim:
     package: str
 
 
-def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple[int, int], int]:
+def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = True) -> dict[tuple[int, int], int]:
     """Claim the given slots for ``node``; return ``{(job_id, slot_ms): run_id}`` for the ones it won.
 
-    At most one slot per job is claimed (the latest given): a job never overlaps itself.
+    At most one slot per job is claimed (the latest given): a job never overlaps itself. ``lock``
+    (``lock_jobs``) may be left out while no other node can be claiming these jobs: the engine
+    does so while the division of jobs has been stable for a while.
     """
     if not claims:
         return {}
@@ -57,6 +59,9 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
     now_db = to_db(now)
     running, scheduled = JobRun.Status.RUNNING.value, JobRun.Trigger.SCHEDULE.value
     with transaction.atomic(), raw_cursor() as (cursor, p):
+        if lock:
+            locked = lock_jobs([c.job_id for c in claims])
+            claims = [c for c in claims if c.job_id in locked]
         # This node knows its own running jobs (and may not have flushed the finish of one that
         # just ended); the database tells about the other nodes'.
         busy: set[int] = set()
@@ -87,6 +92,25 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime) -> dict[tuple
     return won
 
 
+def lock_jobs(job_ids: list[int]) -> set[int]:
+    """Lock the jobs' rows for this transaction; return those locked (all of them on SQLite).
+
+    Claims of one job then follow each other, so the "running anywhere" check sees every other
+    node's committed claim: without it two nodes whose views of the division differ for a moment
+    could each claim a different slot of one job and run them side by side. A job another node
+    is claiming right now is left out (SKIP LOCKED: its claim settles it; waiting would let a
+    frozen node's open transaction hold this node up). ``NO KEY UPDATE`` does not conflict with
+    the foreign-key checks of run inserts. SQLite writes one transaction at a time anyway."""
+    if not connection.features.has_select_for_update_skip_locked:
+        return set(job_ids)
+    return set(
+        Job.objects.select_for_update(skip_locked=True, no_key=True)
+        .filter(id__in=job_ids)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ManualClaim:
     """A queued run this node won: a manual run ("run now") or a retry."""
@@ -101,11 +125,16 @@ class ManualClaim:
 
 def queued_run_ids(limit: int = 200, now: datetime | None = None) -> list[int]:
     """Queued runs ready to start: manual runs, and retries whose delay has passed."""
+    return [run_id for run_id, _job_id in queued_runs(limit, now)]
+
+
+def queued_runs(limit: int = 200, now: datetime | None = None) -> list[tuple[int, int]]:
+    """``(run id, job id)`` of the queued runs ready to start (the engine keeps its share's)."""
     ready = Q(not_before__isnull=True) | Q(not_before__lte=now or timezone.now())
     return list(
         JobRun.objects.filter(ready, status=JobRun.Status.QUEUED)
         .order_by("created_at", "id")
-        .values_list("id", flat=True)[:limit]
+        .values_list("id", "job_id")[:limit]
     )
 
 
@@ -140,13 +169,17 @@ def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: dat
     """Claim queued runs (manual runs, due retries) by conditional update; skip jobs running anywhere."""
     running_elsewhere = JobRun.objects.filter(job_id=OuterRef("job_id"), status=JobRun.Status.RUNNING)
     won: list[int] = []
+    jobs = dict(JobRun.objects.filter(id__in=run_ids).values_list("id", "job_id"))
     for run_id in run_ids:
-        updated = (
-            JobRun.objects.filter(id=run_id, status=JobRun.Status.QUEUED)
-            .exclude(job_id__in=busy_job_ids)
-            .filter(~Exists(running_elsewhere))
-            .update(status=JobRun.Status.RUNNING, node=node, started_at=now)
-        )
+        with transaction.atomic():
+            if run_id not in jobs or not lock_jobs([jobs[run_id]]):
+                continue
+            updated = (
+                JobRun.objects.filter(id=run_id, status=JobRun.Status.QUEUED)
+                .exclude(job_id__in=busy_job_ids)
+                .filter(~Exists(running_elsewhere))
+                .update(status=JobRun.Status.RUNNING, node=node, started_at=now)
+            )
         if updated == 1:
             won.append(run_id)
     if not won:

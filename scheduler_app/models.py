@@ -288,7 +288,7 @@ def alive_condition(now: datetime | None = None, lost_after_seconds: float | Non
     if lost_after_seconds is None:
         lost_after_seconds = float(settings.SCHEDULER["LOST_AFTER_SECONDS"])
     cutoff = (now or timezone.now()) - timedelta(seconds=lost_after_seconds)
-    return Q(stopped_at__isnull=True, last_heartbeat__gte=cutoff)
+    return Q(stopped_at__isnull=True, lost_at__isnull=True, last_heartbeat__gte=cutoff)
 
 
 class SchedulerNodeQuerySet(models.QuerySet["SchedulerNode"]):
@@ -312,6 +312,14 @@ class SchedulerNode(models.Model):
     started_at = models.DateTimeField("started", default=timezone.now)
     last_heartbeat = models.DateTimeField("last heartbeat", default=timezone.now)
     stopped_at = models.DateTimeField("stopped", null=True, blank=True, help_text="Set on a clean shutdown.")
+    lost_at = models.DateTimeField(
+        "declared lost",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Set when another node found no heartbeat for SCHEDULER_LOST_AFTER_SECONDS and marked its runs "
+        "lost. A node that finds it set (it was paused) cancels its runs and rejoins under a new name.",
+    )
     running_runs = models.PositiveIntegerField("running runs", default=0, editable=False)
     scheduled_jobs = models.PositiveIntegerField("scheduled jobs", default=0, editable=False)
 
@@ -330,7 +338,10 @@ class SchedulerNode(models.Model):
         annotated = getattr(self, "alive_now", None)
         if annotated is not None:
             return bool(annotated)
-        fields = {name: Value(getattr(self, name), models.DateTimeField()) for name in ("stopped_at", "last_heartbeat")}
+        fields = {
+            name: Value(getattr(self, name), models.DateTimeField())
+            for name in ("stopped_at", "lost_at", "last_heartbeat")
+        }
         return alive_condition().check(fields)
 
 

@@ -1,12 +1,19 @@
-"""Scheduler nodes: who is alive, and what happens to the runs of a node that died.
+"""Scheduler nodes: who is alive, who was declared lost, and what happens to their runs.
 
 Every engine process registers a ``SchedulerNode`` row and updates ``last_heartbeat`` every
-``HEARTBEAT_SECONDS``; ``models.alive_condition`` is the rule for which nodes are alive. Any
-live node, on each heartbeat, marks ``lost`` the runs still ``running`` on a node that stopped
-(cleanly, yet left runs behind) or whose heartbeat is older than ``LOST_AFTER_SECONDS``. So a
-run of a node killed with -9 is marked lost at most ``LOST_AFTER_SECONDS + HEARTBEAT_SECONDS``
-after the node's last heartbeat, as long as one node is alive (otherwise when the next one
-starts).
+``HEARTBEAT_SECONDS``; the heartbeat also reads the live members (for the division of jobs,
+``cluster.Membership``). A node whose heartbeat is older than ``LOST_AFTER_SECONDS`` is
+*declared lost* by a live node: a conditional update sets its ``lost_at`` (the declaration
+and the heartbeat race on that one row, so exactly one of them wins), and in the same
+transaction its ``running`` runs are marked ``lost`` (again conditionally: only runs still
+running on that node). The runs of a node that stopped cleanly yet left runs behind, or of an
+unknown node, are marked lost the same way.
+
+Fencing: a declared node's heartbeat no longer updates its row (``lost_at`` is set), so it
+learns it was declared and rejoins under a new name, after cancelling its runs
+(``cluster.Lease`` makes it cancel them even earlier, when its own heartbeats stop getting
+through). The writer finishes a run only while it is still ``running`` on its node, so
+nothing is written over a ``lost`` run.
 
 These functions are synchronous: the engine runs them in its writer thread.
 """
@@ -16,13 +23,33 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Q
 
 from scheduler_app.models import JobRun, SchedulerNode
 from scheduler_app.streams import RunSnapshot
+
+
+def limit_session(lock_timeout_seconds: float | None = None) -> None:
+    """PostgreSQL: end this connection's transactions left open for a third of LOST_AFTER_SECONDS.
+
+    A transaction is open that long only when the process froze (SIGSTOP, VM pause) in the
+    middle of it; its row locks would hold up the nodes that declare it lost and take its jobs
+    over. With ``lock_timeout_seconds`` a statement also gives up waiting for a lock that long
+    (the heartbeat: a late heartbeat is worse than a failed one, which is retried)."""
+    from django.conf import settings
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    idle_ms = max(500, int(float(settings.SCHEDULER["LOST_AFTER_SECONDS"]) * 1000 / 3))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
+        if lock_timeout_seconds is not None:
+            cursor.execute(f"SET lock_timeout = {max(100, int(lock_timeout_seconds * 1000))}")
 
 
 def make_node_name(configured: str = "") -> str:
@@ -37,12 +64,55 @@ def register(name: str, now: datetime) -> None:
     )
 
 
-def heartbeat(name: str, now: datetime, running_runs: int, scheduled_jobs: int) -> None:
-    updated = SchedulerNode.objects.filter(name=name).update(
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What a heartbeat learned: whether this node still counts, and who else does."""
+
+    #: False: another node declared this one lost; it must cancel its runs and rejoin under a new name
+    alive: bool
+    #: the live members' names (this node included when alive)
+    members: list[str]
+
+
+def heartbeat(name: str, now: datetime, running_runs: int, scheduled_jobs: int, lost_after_seconds: float) -> Beat:
+    updated = SchedulerNode.objects.filter(name=name, lost_at__isnull=True).update(
         last_heartbeat=now, running_runs=running_runs, scheduled_jobs=scheduled_jobs, stopped_at=None
     )
-    if not updated:  # deleted by an operator: come back, we are alive
-        register(name, now)
+    if not updated:
+        if SchedulerNode.objects.filter(name=name).exists():
+            return Beat(alive=False, members=[])
+        register(name, now)  # deleted by an operator: come back, we are alive
+    return Beat(alive=True, members=members(now, lost_after_seconds))
+
+
+def members(now: datetime, lost_after_seconds: float) -> list[str]:
+    """The nodes that share the jobs: registered, neither stopped nor declared lost.
+
+    A node that died stays a member until it is declared lost (then its runs are marked lost in
+    the same transaction, so whoever takes its jobs over finds them free); rows older than twice
+    ``LOST_AFTER_SECONDS`` are left out anyway, so the rows of nodes that died while nobody
+    watched never hold a share.
+    """
+    recent = now - timedelta(seconds=2 * lost_after_seconds)
+    return list(
+        SchedulerNode.objects.filter(stopped_at__isnull=True, lost_at__isnull=True, last_heartbeat__gte=recent)
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+
+
+def declare_lost(me: str, now: datetime, lost_after_seconds: float) -> list[str]:
+    """Declare lost the nodes silent for ``lost_after_seconds``; return their names.
+
+    Each declaration is a conditional update of the node's row: if its heartbeat got in first,
+    it is not declared; if the declaration got in first, its heartbeat finds ``lost_at`` set."""
+    cutoff = now - timedelta(seconds=lost_after_seconds)
+    silent = SchedulerNode.objects.filter(stopped_at__isnull=True, lost_at__isnull=True, last_heartbeat__lt=cutoff)
+    declared = []
+    for name in silent.exclude(name=me).values_list("name", flat=True):
+        if silent.filter(name=name).update(lost_at=now):
+            declared.append(name)
+    return declared
 
 
 def mark_stopped(name: str, now: datetime) -> None:
@@ -50,8 +120,20 @@ def mark_stopped(name: str, now: datetime) -> None:
 
 
 def mark_lost_runs(me: str, now: datetime, lost_after_seconds: float) -> list[RunSnapshot]:
-    """Mark ``lost`` the running runs of dead nodes; return them (for publishing)."""
-    alive = SchedulerNode.objects.alive(now, lost_after_seconds).values_list("name", flat=True)
+    """Declare silent nodes lost and mark ``lost`` the running runs of lost, stopped or unknown
+    nodes; return those runs (for publishing)."""
+    with transaction.atomic():
+        declare_lost(me, now, lost_after_seconds)
+        return _mark_runs_of_dead_nodes(me, now, lost_after_seconds)
+
+
+def _mark_runs_of_dead_nodes(me: str, now: datetime, lost_after_seconds: float) -> list[RunSnapshot]:
+    cutoff = now - timedelta(seconds=lost_after_seconds)
+    # A node that stopped cleanly keeps its runs for LOST_AFTER_SECONDS (its stop sets its last
+    # heartbeat): its last finishes may still be on their way to the database.
+    alive = SchedulerNode.objects.filter(lost_at__isnull=True, last_heartbeat__gte=cutoff).values_list(
+        "name", flat=True
+    )
     stale = (
         JobRun.objects.filter(status=JobRun.Status.RUNNING)
         .exclude(node=me)
@@ -70,13 +152,15 @@ def mark_lost_runs(me: str, now: datetime, lost_after_seconds: float) -> list[Ru
             info = seen.get(node)
             if info is None:
                 why = f"node {node} is unknown (its record was deleted)"
+            elif info.lost_at is not None:
+                why = (
+                    f"node {node} stopped sending heartbeats (last at {info.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC, "
+                    f"more than {lost_after_seconds:g} s before it was declared lost)"
+                )
             elif info.stopped_at is not None:
                 why = f"node {node} stopped at {info.stopped_at:%Y-%m-%d %H:%M:%S} UTC without finishing it"
             else:
-                why = (
-                    f"node {node} stopped sending heartbeats (last at {info.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC, "
-                    f"more than {lost_after_seconds:g} s ago)"
-                )
+                continue  # silent but not declared: its heartbeat won the race; it is alive
             error = f"lost: {why}"
             # Conditional: the node may have come back and finished it meanwhile.
             if JobRun.objects.filter(Q(id=run_id), Q(status=JobRun.Status.RUNNING), Q(node=node)).update(

@@ -38,6 +38,8 @@ from scheduler_app.streams import RunSnapshot
 
 log = logging.getLogger("scheduler_app.writer")
 
+RUNNING = JobRun.Status.RUNNING.value
+
 #: Rows per INSERT statement (SQLite allows 32,766 variables; 5 per line).
 CHUNK = 500
 
@@ -180,14 +182,22 @@ class Writer:
     def _tune_connection(self) -> None:
         """SQLite: no automatic WAL checkpoints in this thread (the engine checkpoints from its
         reader thread instead). An automatic checkpoint runs inside a commit, copying megabytes and
-        syncing the file while every claim waits behind it: the lag spikes of the benchmark."""
-        if connection.vendor != "sqlite":
-            return
+        syncing the file while every claim waits behind it: the lag spikes of the benchmark.
+
+        PostgreSQL: a transaction this process leaves open while it is frozen (SIGSTOP, a VM
+        pause) is ended by the server (``nodes.limit_session``): its locks would hold up the
+        nodes that take its jobs over."""
         connection.ensure_connection()
-        if connection.connection is not self._tuned:
+        if connection.connection is self._tuned:
+            return
+        if connection.vendor == "sqlite":
             with connection.cursor() as cursor:
                 cursor.execute("PRAGMA wal_autocheckpoint=0")
-            self._tuned = connection.connection
+        else:
+            from scheduler_app.nodes import limit_session
+
+            limit_session()
+        self._tuned = connection.connection
 
     def _flush(self) -> bool:
         batch = self._take()
@@ -343,9 +353,11 @@ def _update_runs(batch: Batch) -> None:
     to_db = datetime_adapter()
     with raw_cursor() as (cursor, p):
         if batch.finishes:
+            # Fencing: only a run still running on this node is finished. A run another node marked
+            # lost (this one was paused or cut off meanwhile) stays lost.
             cursor.executemany(
                 f"UPDATE {table} SET status = {p}, started_at = {p}, finished_at = {p}, error = {p}, "
-                f"traceback = {p}, log_count = {p} WHERE id = {p}",
+                f"traceback = {p}, log_count = {p} WHERE id = {p} AND status = {p} AND node = {p}",
                 [
                     (
                         f.run.status,
@@ -355,6 +367,9 @@ def _update_runs(batch: Batch) -> None:
                         f.traceback,
                         f.log_count,
                         f.run.id,
+                        RUNNING,
+                        # the node that ran it: only while the run is still running there
+                        f.run.node,
                     )
                     for f in batch.finishes
                 ],
@@ -367,8 +382,8 @@ def _update_runs(batch: Batch) -> None:
         if counts:
             # live count for runs still going (a page shows "12 lines" while it runs)
             cursor.executemany(
-                f"UPDATE {table} SET log_count = {p} WHERE id = {p} AND log_count < {p}",
-                [(n, run_id, n) for run_id, n in counts.items()],
+                f"UPDATE {table} SET log_count = {p} WHERE id = {p} AND log_count < {p} AND status = {p}",
+                [(n, run_id, n, RUNNING) for run_id, n in counts.items()],
             )
 
 

@@ -185,3 +185,15 @@ def test_creating_an_active_job_records_the_creation_then_the_activation(alice, 
     assert actions(job_ref=job.pk) == ["job.create", "job.activate"]
     created = AuditEntry.objects.get(job_ref=job.pk, action="job.create")
     assert created.changes == {"config.name": [None, "Ann"], "config.times": [None, 3]}
+
+
+def test_a_schedule_change_and_a_cancel_are_recorded(alice, sample_plugin):
+    job = services.create_job(alice, sample_plugin, {})
+    with audit.acting(alice, "page"):
+        services.update_job(job, schedule=services.JobSchedule(schedule="*/5 * * * *", max_retries=2))
+        run = services.run_now(job)
+        services.cancel_run(run, alice)
+    update = AuditEntry.objects.get(job_ref=job.pk, action="job.update")
+    assert update.changes["schedule"] == ["", "*/5 * * * *"] and update.changes["max_retries"] == [0, 2]
+    cancel = AuditEntry.objects.get(job_ref=job.pk, action="run.cancel")
+    assert (cancel.via, cancel.actor_name) == ("page", "alice") and f"run {run.pk}" in cancel.summary

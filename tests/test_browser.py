@@ -191,7 +191,10 @@ def test_alice_edits_activates_runs_watches_clones_and_deletes(server, browser, 
     # The run page has the whole log and the run's status.
     page.goto(f"{server.url}/runs/{run_id}/")
     expect(page.locator("[data-run-status]")).to_have_text("succeeded")
-    expect(page.locator(".logline")).to_have_count(4)  # debug, 2 greetings, done
+    # debug, 2 greetings, done (and, on a slow machine, the scheduler's note of a slot it skipped
+    # because this run was still going: the job is active)
+    plugin_lines = page.locator(".logline").filter(has_not_text="skipped: this run is still going")
+    expect(plugin_lines).to_have_count(4)
     # (the invalid save answered 400 on purpose; anything else is a script error or a CSP refusal)
     assert [e for e in page.console_errors if not e.startswith("Failed to load resource")] == []
 

@@ -20,6 +20,12 @@ from tests.engine_support import probe_job, probe_plugin
 pytestmark = pytest.mark.django_db
 
 
+def _running(run: JobRun, node: str) -> JobRun:
+    JobRun.objects.filter(pk=run.pk).update(status=JobRun.Status.RUNNING, node=node)
+    run.refresh_from_db()
+    return run
+
+
 def is_postgres_url() -> bool:
     return os.environ.get("DB_CONNECTION", "").startswith("postgres")
 
@@ -75,7 +81,7 @@ def test_a_queued_run_is_claimed_by_one_node(alice):
 
 def test_the_writer_stores_lines_with_ids_and_finishes_runs(alice):
     job = probe_job(alice, probe_plugin(), activate=False)
-    run = services.run_now(job)
+    run = _running(services.run_now(job), "a")
     now = datetime.now(UTC)
     lines = [PendingLine(run.pk, seq, now, 20, f"line {seq}") for seq in (1, 2, 3)]
     finish = RunFinish(_finished(run, JobRun.Status.SUCCEEDED, now), "", 3)
@@ -105,7 +111,7 @@ def test_the_writer_drops_lines_of_a_run_deleted_meanwhile(alice):
 @pytest.mark.django_db(transaction=True)
 def test_the_writer_thread_flushes_everything_on_stop(alice):
     job = probe_job(alice, probe_plugin(), activate=False)
-    run = services.run_now(job)
+    run = _running(services.run_now(job), "a")
     committed = []
     writer = Writer(on_committed=committed.append, flush_interval=0.01)
     writer.start()
@@ -141,6 +147,124 @@ def test_runs_of_a_silent_node_are_marked_lost(alice):
     assert alive_run.status == JobRun.Status.RUNNING
     nodes.mark_stopped("alive:2:y", now)
     assert SchedulerNode.objects.get(name="alive:2:y").stopped_at == now
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_another_node_is_claiming_right_now_is_left_to_it(alice):
+    """Claims of one job follow each other (its row is locked): on PostgreSQL a job whose row
+    another transaction holds is skipped, so two nodes never claim two slots of it at once."""
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "postgresql":
+        assert claims.lock_jobs([1, 2]) == {1, 2}, "SQLite writes one transaction at a time: nothing to lock"
+        return
+    busy, free = probe_job(alice, probe_plugin(), activate=False), None
+    free = probe_job(alice, Plugin.objects.get(), activate=False)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_node() -> None:
+        with transaction.atomic():
+            claims.lock_jobs([busy.pk])
+            holding.set()
+            release.wait(10)
+        connections.close_all()
+
+    thread = threading.Thread(target=other_node)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        slot = slots.slot_after(slots.to_ms(timezone.now()), busy.pk, 1)
+        won = claims.claim_slots(
+            "a", [claims.SlotClaim(busy.pk, slot, "p"), claims.SlotClaim(free.pk, slot, "p")], timezone.now()
+        )
+    finally:
+        release.set()
+        thread.join(10)
+    assert list(won) == [(free.pk, slot)]
+
+
+def test_a_finish_is_not_written_over_a_run_marked_lost(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = _running(services.run_now(job), "paused:1:x")
+    now = timezone.now()
+    JobRun.objects.filter(pk=run.pk).update(status=JobRun.Status.LOST, error="lost: declared")
+    late = [PendingLine(run.pk, 1, now, 20, "written before the pause")]
+
+    write_batch(Batch(late, [RunFinish(_finished(run, JobRun.Status.SUCCEEDED, now), "", 1)]))
+
+    run.refresh_from_db()
+    assert (run.status, run.error, run.log_count) == (JobRun.Status.LOST, "lost: declared", 0)
+    assert LogLine.objects.filter(run=run).count() == 1, "its log lines are kept: what it did before the pause"
+
+
+def test_a_finish_is_written_only_by_the_node_that_runs_it(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = _running(services.run_now(job), "a")
+    now = timezone.now()
+    elsewhere = _finished(run, JobRun.Status.SUCCEEDED, now)
+    elsewhere.node = "b"
+    write_batch(Batch([], [RunFinish(elsewhere, "", 0)]))
+    run.refresh_from_db()
+    assert run.status == JobRun.Status.RUNNING
+
+
+def test_a_silent_node_is_declared_lost_then_learns_it_from_its_heartbeat(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    now = timezone.now()
+    nodes.register("paused:1:x", now - timedelta(seconds=5))
+    nodes.register("me:2:y", now)
+    run = _running(services.run_now(job), "paused:1:x")
+
+    lost = nodes.mark_lost_runs("me:2:y", now, lost_after_seconds=3)
+
+    assert [r.id for r in lost] == [run.pk]
+    assert "declared lost" in JobRun.objects.get(pk=run.pk).error
+    assert SchedulerNode.objects.get(name="paused:1:x").lost_at == now
+    beat = nodes.heartbeat("paused:1:x", now + timedelta(seconds=10), 1, 1, lost_after_seconds=3)
+    assert beat == nodes.Beat(alive=False, members=[]), "it must cancel its runs and rejoin under a new name"
+    assert SchedulerNode.objects.get(name="paused:1:x").last_heartbeat == now - timedelta(seconds=5)
+    assert nodes.heartbeat("me:2:y", now, 0, 1, lost_after_seconds=3) == nodes.Beat(alive=True, members=["me:2:y"])
+
+
+def test_a_heartbeat_that_gets_in_first_keeps_the_node_and_its_runs(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    now = timezone.now()
+    nodes.register("slow:1:x", now - timedelta(seconds=5))
+    run = _running(services.run_now(job), "slow:1:x")
+    nodes.heartbeat("slow:1:x", now, 1, 1, lost_after_seconds=3)
+
+    assert nodes.mark_lost_runs("me:2:y", now, lost_after_seconds=3) == []
+    assert nodes.declare_lost("me:2:y", now, lost_after_seconds=3) == []
+    assert JobRun.objects.get(pk=run.pk).status == JobRun.Status.RUNNING
+
+
+def test_a_stopped_node_s_runs_are_lost_only_once_its_last_finishes_had_time_to_arrive(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    now = timezone.now()
+    nodes.register("leaving:1:x", now)
+    run = _running(services.run_now(job), "leaving:1:x")
+    nodes.mark_stopped("leaving:1:x", now)
+
+    assert nodes.mark_lost_runs("me:2:y", now + timedelta(seconds=1), lost_after_seconds=3) == []
+    lost = nodes.mark_lost_runs("me:2:y", now + timedelta(seconds=4), lost_after_seconds=3)
+    assert [r.id for r in lost] == [run.pk] and "without finishing it" in lost[0].error
+
+
+def test_members_are_the_nodes_neither_stopped_nor_lost_nor_long_silent(alice):
+    now = timezone.now()
+    nodes.register("b:2:y", now)
+    nodes.register("a:1:x", now - timedelta(seconds=4))  # silent, not declared yet: still a member
+    nodes.register("stopped:3:z", now)
+    nodes.mark_stopped("stopped:3:z", now)
+    nodes.register("ancient:4:w", now - timedelta(hours=1))
+    nodes.register("lost:5:v", now - timedelta(seconds=5))
+    nodes.declare_lost("b:2:y", now - timedelta(seconds=1), lost_after_seconds=3)
+
+    assert SchedulerNode.objects.get(name="lost:5:v").lost_at is not None
+    assert SchedulerNode.objects.get(name="a:1:x").lost_at is None, "silent for 3 s when judged: not yet"
+    assert nodes.members(now, lost_after_seconds=3) == ["a:1:x", "b:2:y"]
 
 
 def test_retention_prunes_by_age_and_by_count_in_batches(alice):

@@ -149,6 +149,45 @@ def test_deleting_a_running_job_asks_to_cancel_it():
     assert schedule.apply(Diff(removed=[1, 2], deleted=[1, 2]), T0 + 10) == [1]
 
 
+# -- the division of jobs among nodes (cluster.Membership decides; the schedule applies it) --------
+
+
+def test_a_node_is_handed_only_the_slots_of_its_share():
+    jobs = [spec(job_id, interval=1, updated_ms=0) for job_id in range(1, 11)]
+    schedule = loaded(*jobs)
+    mine = {2, 3, 5, 7}
+    seen = run_through(schedule, T0, T0 + 3000, step=50)
+    assert {job_id for job_id, _ in seen} == set(range(1, 11)), "without a division: every job"
+    schedule = loaded(*jobs)
+    due = []
+    for now in range(T0, T0 + 3001, 50):
+        batch = schedule.due(now, owns=lambda job_id: job_id in mine)
+        due += batch
+        schedule.released([s.id for s, _ in batch])
+    assert {s.id for s, _ in due} == mine
+
+
+def test_a_node_that_takes_jobs_over_catches_up_their_latest_slot_once():
+    jobs = [spec(job_id, interval=10, updated_ms=0) for job_id in (1, 2, 3)]
+    schedule = loaded(*jobs)
+    now = T0 + 4321
+    owned, due = schedule.take_over(lambda job_id: job_id == 1, lambda job_id: job_id in (1, 2), now)
+    assert owned == 2
+    assert due == [(jobs[1], slot_at_or_before(jobs[1], now))], "job 2 was gained; job 1 was already mine"
+    handed = schedule.due(now + 1)
+    assert 2 not in {s.id for s, _ in handed}, "job 2's claim is in flight: its slot is not handed out twice"
+    assert 3 in {s.id for s, _ in handed}
+
+
+def test_a_job_taken_over_while_it_still_runs_here_or_saved_after_its_slot_is_not_caught_up():
+    running, fresh = spec(1, interval=10, updated_ms=0), spec(2, interval=10, updated_ms=T0 + 5000)
+    schedule = loaded(running, fresh, now=T0 + 5000)
+    schedule.started(1, run_id=99)
+    owned, due = schedule.take_over(lambda job_id: False, lambda job_id: True, T0 + 5000)
+    assert slot_at_or_before(fresh, T0 + 5000) < fresh.updated_ms
+    assert (owned, due) == (2, [])
+
+
 # --- each job's own schedule (scheduler_app.schedules through the seam) ------------------------
 
 

@@ -8,8 +8,9 @@ slot -> claim -> run -> record -> stream
   ``runplugin`` and ``scheduler_app.testing`` run plugins through it too.
 - ``registry``: loaded plugins per code version (or their load error), imported off the loop.
 - ``reconcile``: keeps the schedule in step with the ``Job`` table (notifications + polling).
-- ``heartbeat``: this node's liveness and the runs of dead nodes; ``upkeep``: retention and
-  SQLite checkpoints; ``watchdog``: reports a blocked loop and the plugin blocking it.
+- ``heartbeat``: this node's liveness, the live members (the division of jobs), loss detection
+  and fencing (rules in ``scheduler_app.cluster``); ``upkeep``: retention and SQLite
+  checkpoints; ``watchdog``: reports a blocked loop and the plugin blocking it.
 - ``engine``: wires the parts, owns the loops and the start/stop sequence.
 """
 

@@ -4,8 +4,14 @@ Due slots arrive from the schedule (``offer``); one claim round takes up to
 ``MAX_CLAIM_BATCH`` of them and claims them in one statement in the writer thread
 (``claims.claim_slots``); every won claim becomes a ``RunSnapshot`` handed to ``start``. Queued
 runs (manual runs, and retries once their delay has passed) are claimed the same way, woken by
-``run.queued`` notifications (or a retry's timer) with a short poll as the fallback. The
-claimer knows nothing of plugins.
+``run.queued`` notifications (or a retry's timer) with a short poll as the fallback; only the
+queued runs of this node's share (``owns``) are claimed. The claimer knows nothing of plugins.
+
+Only while the division of jobs is unsettled (``must_lock``) can two nodes claim one job at once;
+then the claim locks the jobs' rows first (``claims.lock_jobs``), otherwise it saves that
+statement. Fencing: nothing is claimed while ``may_act`` says no, and a claim won while this node
+was fenced or renamed on the way (a pause during the claim's round trip) is handed to ``give_up``
+(recorded cancelled), never started.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ RUNNING = JobRun.Status.RUNNING.value
 SCHEDULE = JobRun.Trigger.SCHEDULE.value
 
 Start = Callable[[RunSnapshot, JobSpec], None]
+GiveUp = Callable[[RunSnapshot], None]
 
 
 class Claimer:
@@ -45,8 +52,17 @@ class Claimer:
         start: Start,
         counters: Counters,
         clock: Callable[[], datetime],
+        *,
+        owns: Callable[[int], bool] = lambda job_id: True,
+        may_act: Callable[[], bool] = lambda: True,
+        give_up: GiveUp | None = None,
+        must_lock: Callable[[], bool] = lambda: True,
     ) -> None:
         self.db = db
+        self.must_lock = must_lock
+        self.owns = owns
+        self.may_act = may_act
+        self.give_up = give_up
         self.schedule = schedule
         self.node = node
         self.start = start
@@ -91,10 +107,14 @@ class Claimer:
         batch = [(spec, slot) for spec, slot in batch if not self.schedule.is_running(spec.id)]
         if not batch:
             return 0
-        now = self.clock()
+        if not self.may_act():
+            self.schedule.released([spec.id for spec, _slot in batch])
+            self.counters.skipped_fenced += len(batch)
+            return 0
+        now, node = self.clock(), self.node
         wanted = [claims.SlotClaim(spec.id, slot_ms, spec.package) for spec, slot_ms in batch]
         try:
-            won = await self.db.write(claims.claim_slots, self.node, wanted, now)
+            won = await self.db.write(claims.claim_slots, node, wanted, now, self.must_lock())
         except Exception as exc:
             log.warning("could not claim %d due slots (%s: %s); they are skipped", len(batch), type(exc).__name__, exc)
             return 0
@@ -103,11 +123,23 @@ class Claimer:
         self.counters.claimed += len(won)
         self.counters.lost_claims += len(batch) - len(won)
         metrics.claims(len(won), len(batch) - len(won))
-        for spec, slot_ms in batch:
-            run_id = won.get((spec.id, slot_ms))
-            if run_id is not None:
-                self.start(self._snapshot(run_id, spec, SCHEDULE, slots.to_datetime(slot_ms), now), spec)
-        return len(won)
+        runs = [
+            (self._snapshot(run_id, spec, SCHEDULE, slots.to_datetime(slot_ms), now, node), spec)
+            for spec, slot_ms in batch
+            if (run_id := won.get((spec.id, slot_ms))) is not None
+        ]
+        return self._start_or_give_up(runs, node)
+
+    def _start_or_give_up(self, runs: list[tuple[RunSnapshot, JobSpec]], node: str) -> int:
+        if runs and (node != self.node or not self.may_act()):
+            # Fenced (or rejoined under a new name) while the claim was on its way: start nothing.
+            for run, _spec in runs:
+                if self.give_up is not None:
+                    self.give_up(run)
+            return 0
+        for run, spec in runs:
+            self.start(run, spec)
+        return len(runs)
 
     # -- manual runs ---------------------------------------------------------------------------
 
@@ -127,20 +159,26 @@ class Claimer:
                 await asyncio.sleep(1)
 
     async def claim_queued(self) -> int:
-        ids = await self.db.read(claims.queued_run_ids)
+        if not self.may_act():
+            return 0
+        # "Run now" and retries follow the division of jobs too: the job's owner claims them.
+        ids = [run_id for run_id, job_id in await self.db.read(claims.queued_runs) if self.owns(job_id)]
         if not ids:
             return 0
-        now = self.clock()
-        won = await self.db.write(claims.claim_queued, self.node, ids, self.schedule.running_jobs(), now)
+        now, node = self.clock(), self.node
+        won = await self.db.write(claims.claim_queued, node, ids, self.schedule.running_jobs(), now)
         self.counters.claimed += len(won)
         metrics.claims(len(won), 0)
+        runs = []
         for claim in won:
-            snapshot = self._snapshot(claim.run_id, claim.spec, claim.trigger, claim.slot, claim.started_at)
+            snapshot = self._snapshot(claim.run_id, claim.spec, claim.trigger, claim.slot, claim.started_at, node)
             snapshot.attempt = claim.attempt
-            self.start(snapshot, claim.spec)
-        return len(won)
+            runs.append((snapshot, claim.spec))
+        return self._start_or_give_up(runs, node)
 
-    def _snapshot(self, run_id: int, spec: JobSpec, trigger: str, slot: datetime, now: datetime) -> RunSnapshot:
+    def _snapshot(
+        self, run_id: int, spec: JobSpec, trigger: str, slot: datetime, now: datetime, node: str
+    ) -> RunSnapshot:
         return RunSnapshot(
             id=run_id,
             job_id=spec.id,
@@ -148,7 +186,7 @@ class Claimer:
             user_id=spec.user_id,
             trigger=trigger,
             slot=slot,
-            node=self.node,
+            node=node,
             status=RUNNING,
             started_at=now,
         )

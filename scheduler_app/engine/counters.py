@@ -21,6 +21,8 @@ class Counters:
     #: claims this node won, and lost (another node, or the job ran elsewhere)
     claimed: int = 0
     lost_claims: int = 0
+    #: due slots not claimed because this node could not confirm it was alive (fenced)
+    skipped_fenced: int = 0
     #: runs started and runs finished by this node
     started: int = 0
     finished: int = 0

@@ -22,7 +22,8 @@ from typing import Any
 from django.conf import settings
 from pydantic import BaseModel
 
-from scheduler_app import claims, metrics, nodes, schedules, slots
+from scheduler_app import claims, metrics, nodes, schedules, slots, wakeup
+from scheduler_app.cluster import Membership
 from scheduler_app.contract import RunContext
 from scheduler_app.engine import upkeep
 from scheduler_app.engine.access import Database
@@ -39,7 +40,7 @@ from scheduler_app.log_pipeline import Publisher, run_logger
 from scheduler_app.models import JobRun
 from scheduler_app.plugin_host import ConfigValidationError, LoadedPlugin, PluginLoadError
 from scheduler_app.streams import RunSnapshot
-from scheduler_app.writer import Writer
+from scheduler_app.writer import RunFinish, Writer
 
 log = logging.getLogger("scheduler_app.engine")
 
@@ -101,22 +102,33 @@ class Engine:
         self.writer.start()
         self.db = Database(self.writer)
         self.supervisor = Supervisor(self.writer, on_end=self._run_ended, before_finish=self._before_finish)
-        self.claimer = Claimer(self.db, self.schedule, self.node, self.start_run, self.counters, utcnow)
-        self.reconciler = Reconciler(
-            self.db, JobTable(), self.reconcile_seconds, self.apply, self._reload, self.counters
-        )
         self.heartbeat = Heartbeat(
-            self.db,
             self.node,
             seconds=float(self._cfg["HEARTBEAT_SECONDS"]),
             lost_after_seconds=float(self._cfg["LOST_AFTER_SECONDS"]),
             load=lambda: (len(self.supervisor.active), len(self.schedule)),
             publish=self.publisher.publish_status,
             clock=utcnow,
+            on_fence=self._fence,
+            on_members=self._members_changed,
+            on_rename=self._renamed,
+        )
+        membership = self.heartbeat.membership
+        self.claimer = Claimer(self.db, self.schedule, self.node, self.start_run, self.counters, utcnow,
+                               owns=membership.mine, may_act=self.heartbeat.may_act, give_up=self._give_up,
+                               must_lock=self.heartbeat.division_unsettled)  # fmt: skip
+        self.reconciler = Reconciler(
+            self.db, JobTable(), self.reconcile_seconds, self.apply, self._reload, self.counters
         )
         self.watchdog = Watchdog(self.supervisor.active.get)
         await self.heartbeat.register()
-        await self.heartbeat.sweep()  # runs of nodes that died while nobody watched
+        # The members before the first slot, so this node claims its share from the start. Runs of
+        # nodes that died while nobody watched are marked lost once this node may judge (after
+        # LOST_AFTER_SECONDS of its own heartbeats).
+        await self.heartbeat.beat()
+        # A frozen process checks its lease before any run takes a step (runscheduler's loop);
+        # elsewhere (embedded in daphne) a task checks it every 0.1 s.
+        self._wakeup_hooked = wakeup.on_wakeup(loop, self.heartbeat.check_lease)
         await self.reconciler.once()
         self._start_tick()
         self._claimers = [
@@ -128,6 +140,7 @@ class Engine:
             loop.create_task(self.reconciler.loop(), name="reconcile"),
             loop.create_task(self._listen(), name="control listener"),
             loop.create_task(self.heartbeat.loop(), name="heartbeat"),
+            *([] if self._wakeup_hooked else [loop.create_task(self.heartbeat.lease_loop(), name="lease check")]),
             loop.create_task(upkeep.checkpoint_loop(self.db), name="checkpoint"),
             loop.create_task(upkeep.retention_loop(self.db, utcnow, *retain), name="retention"),
             loop.create_task(self.watchdog.lag_loop(), name="loop lag monitor"),
@@ -174,7 +187,10 @@ class Engine:
         self.claimer.stop()
         await asyncio.gather(*self._claimers, return_exceptions=True)
         # The lag monitor keeps watching until the end: a plugin may block the loop on its way out.
-        background = [task for task in self._tasks if task.get_name() != "loop lag monitor"]
+        # The heartbeat (and the lease check) go on while runs finish: without heartbeats the
+        # others would declare this node lost and take its jobs over beside its running runs.
+        liveness = {"heartbeat", "lease check"}
+        background = [task for task in self._tasks if task.get_name() not in {"loop lag monitor", *liveness}]
         for task in background:
             task.cancel()
         running = self.supervisor.tasks()
@@ -189,6 +205,11 @@ class Engine:
             log.info("stopping: cancelled %d runs still going after the grace period", len(leftover))
             await asyncio.wait([r.task for r in leftover if r.task], timeout=5)
         await asyncio.gather(*background, return_exceptions=True)
+        beats = [task for task in self._tasks if task.get_name() in liveness]
+        for task in beats:
+            task.cancel()
+        await asyncio.gather(*beats, return_exceptions=True)
+        wakeup.remove(asyncio.get_running_loop(), self.heartbeat.check_lease)
         await self.heartbeat.stopped()
         complete = await asyncio.get_running_loop().run_in_executor(None, self.writer.stop, 10.0)
         if not complete:
@@ -199,6 +220,7 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.db.close()
+        self.heartbeat.close()
         self.registry.close()
         self._stopped.set()
         log.info("scheduler node %s stopped: %d runs recorded, %d log lines written", self.node,
@@ -228,7 +250,7 @@ class Engine:
 
     async def _tick(self) -> None:
         """APScheduler's job: hand every due slot to the claimer (cheap; never awaits)."""
-        due = self.schedule.due(now_ms())
+        due = self.schedule.due(now_ms(), self.heartbeat.membership.mine)
         # the pure schedule only counts; the totals become Prometheus counters here
         metrics.slots_counted(self.counters.coalesced, self.counters.skipped_overlap)
         if due:
@@ -276,6 +298,35 @@ class Engine:
             raise RunRefused(
                 f"the stored config is no longer valid for {spec.package}: {exc}; edit and save the job"
             ) from exc
+
+    # -- fencing and the division of jobs (the rules: heartbeat, scheduler_app.cluster) ---------
+
+    def _fence(self, reason: str) -> None:
+        """This node may have been declared lost: stop every run now."""
+        for run in list(self.supervisor.active.values()):
+            self.supervisor.cancel(run, CANCELLED, f"cancelled: scheduler node {run.run.node} could not confirm it "
+                                   f"was alive ({reason}); another node may run the job")  # fmt: skip
+
+    def _renamed(self, node: str) -> None:
+        self.node = node
+        self.claimer.node = node
+
+    def _members_changed(self, before: Membership) -> None:
+        """Claim the latest slot of each job this node takes over; say what it runs now."""
+        membership = self.heartbeat.membership
+        owned, due = self.schedule.take_over(
+            before.mine if before.me == membership.me else (lambda job_id: False), membership.mine, now_ms()
+        )
+        log.info("members: %s; node %s runs %d of %d jobs (%d taken over)", ", ".join(membership.members),
+                 membership.me, owned, len(self.schedule), len(due))  # fmt: skip
+        if due:
+            self.claimer.offer(due)
+
+    def _give_up(self, run: RunSnapshot) -> None:
+        """A claim won just before this node was fenced: recorded cancelled, never started."""
+        run.status, run.finished_at = CANCELLED, utcnow()
+        run.error = f"cancelled: scheduler node {run.node} was fenced before the run could start"
+        self.writer.finish_run(RunFinish(run, "", 0))
 
     def _before_finish(self, supervised: SupervisedRun, outcome: Outcome) -> None:
         """A failed or timed-out run with retries left: queue the next attempt of its slot.

@@ -5,9 +5,12 @@ It holds a heap of (next slot, job) and answers three questions:
 - ``apply(diff, now)``: the job table changed; add, reschedule or drop jobs. A new job whose
   latest slot falls after its last save catches that slot up at once (it was missed while no
   node ran it); older missed slots never run.
-- ``due(now)``: the slots to claim now. Missed slots of one job are coalesced into the latest
-  one; a job still running (or with a claim in flight) skips its slot, so it never overlaps
-  itself on this node (the claim's "running anywhere" check covers other nodes).
+- ``due(now, owns)``: the slots to claim now, of the jobs this node ``owns`` (its share, see
+  ``cluster.Membership``). Missed slots of one job are coalesced into the latest one; a job
+  still running (or with a claim in flight) skips its slot, so it never overlaps itself on this
+  node (the claim's "running anywhere" check covers other nodes).
+- ``take_over(owned_before, owns, now)``: the members changed; the latest slot of each job this
+  node gained is due now (its previous owner may be gone).
 - ``started`` / ``ended`` / ``released``: the bookkeeping of runs and claims in flight.
 
 Slot times come from ``slot_at_or_before`` and ``slot_after`` below, the seam to
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from scheduler_app import schedules, slots
@@ -136,8 +140,9 @@ class Schedule:
         """When the earliest slot is due (it may belong to a job removed since: a hint)."""
         return self._heap[0][0] if self._heap else None
 
-    def due(self, now_ms: int) -> list[tuple[JobSpec, int]]:
-        """Pop every slot due at ``now_ms``: ``(spec, slot_ms)`` to claim, at most one per job."""
+    def due(self, now_ms: int, owns: Callable[[int], bool] | None = None) -> list[tuple[JobSpec, int]]:
+        """Pop every slot due at ``now_ms``: ``(spec, slot_ms)`` to claim, at most one per job, of
+        the jobs ``owns`` says are this node's (all when None)."""
         heap, jobs, counters = self._heap, self._jobs, self.counters
         out: list[tuple[JobSpec, int]] = []
         while heap and heap[0][0] <= now_ms:
@@ -155,6 +160,8 @@ class Schedule:
                 if missed:
                     self._notes[job_id] = (slot_ms, COALESCED.format(missed, "s" if missed != 1 else ""))
             heapq.heappush(heap, (entry.next_ms, job_id, generation))
+            if owns is not None and not owns(job_id):
+                continue  # another member's share
             if job_id in self._running or job_id in self._claiming:
                 counters.skipped_overlap += 1
                 self._skipped.append((job_id, slot_ms))
@@ -163,6 +170,27 @@ class Schedule:
             out.append((spec, slot_ms))
         counters.due += len(out)
         return out
+
+    def take_over(
+        self, owned_before: Callable[[int], bool], owns: Callable[[int], bool], now_ms: int
+    ) -> tuple[int, list[tuple[JobSpec, int]]]:
+        """The members changed: return (jobs owned now, the latest slot of each job gained).
+
+        The previous owner may have gone (the slot due meanwhile would be missed) or still be here
+        (the claim finds the slot taken); a job saved after its latest slot waits for its next."""
+        owned, out = 0, list[tuple[JobSpec, int]]()
+        for job_id, entry in self._jobs.items():
+            if not owns(job_id):
+                continue
+            owned += 1
+            if owned_before(job_id) or job_id in self._running or job_id in self._claiming:
+                continue
+            latest = slot_at_or_before(entry.spec, now_ms)
+            if latest is not None and latest >= entry.spec.updated_ms:
+                self._claiming.add(job_id)
+                out.append((entry.spec, latest))
+        self.counters.due += len(out)
+        return owned, out
 
     # -- runs and claims in flight --------------------------------------------------------------
 

@@ -36,7 +36,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, node_name: str, health_port: int | None, health_host: str, **options: Any) -> None:
-        asyncio.run(self._main(node_name, health_port, health_host))
+        from scheduler_app import wakeup
+
+        # A loop that checks the node's lease whenever it wakes up (a SIGSTOPped node cancels its
+        # runs before any of them takes another step): see scheduler_app/wakeup.py.
+        with asyncio.Runner(loop_factory=wakeup.new_event_loop) as runner:
+            runner.run(self._main(node_name, health_port, health_host))
 
     async def _main(self, node_name: str, health_port: int | None = None, health_host: str = "127.0.0.1") -> None:
         from scheduler_app import alerts, nodes
