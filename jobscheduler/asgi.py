@@ -6,9 +6,10 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobscheduler.settings")
 
-from django.core.asgi import get_asgi_application
+from jobscheduler.asgi_handler import get_asgi_application
 
-# Django must be set up before anything imports models (consumers do).
+# Django must be set up before anything imports models (consumers do). One worker-thread hop
+# per HTTP request instead of three (jobscheduler/asgi_handler.py says why).
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -45,8 +45,12 @@ _current: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("audit_a
 
 @contextlib.contextmanager
 def acting(user: Any = None, via: str = AuditEntry.Via.SHELL) -> Iterator[None]:
-    """Attribute the changes made inside the block to ``user``, through ``via``."""
-    token = _current.set(Actor(user if getattr(user, "is_authenticated", False) else None, via))
+    """Attribute the changes made inside the block to ``user``, through ``via``.
+
+    ``user`` may be the request's lazy user: it is looked at only when a change is recorded,
+    so a request that changes nothing (most of them, and static files) loads no session or user.
+    """
+    token = _current.set(Actor(user, via))
     try:
         yield
     finally:
@@ -54,7 +58,10 @@ def acting(user: Any = None, via: str = AuditEntry.Via.SHELL) -> Iterator[None]:
 
 
 def current() -> Actor:
-    return _current.get() or _NOBODY
+    actor = _current.get() or _NOBODY
+    if actor.user is not None and not getattr(actor.user, "is_authenticated", False):
+        return Actor(None, actor.via)  # anonymous: nobody to name
+    return actor
 
 
 class AuditContextMiddleware:

@@ -182,8 +182,11 @@ def run_history(job: Job, cursor: str | None = None, page_size: int = HISTORY_PA
     page = list(runs[: page_size + 1])
     has_more = len(page) > page_size
     page = page[:page_size]
-    # A capped count: exact up to the cap, "more than" beyond it, never a scan of a huge history.
-    total = JobRun.objects.filter(job=job).order_by()[: HISTORY_COUNT_CAP + 1].count()
+    if after is None and not has_more:
+        total = len(page)  # the first page holds the whole history: nothing left to count
+    else:
+        # A capped count: exact up to the cap, "more than" beyond it, never a scan of a huge history.
+        total = JobRun.objects.filter(job=job).order_by()[: HISTORY_COUNT_CAP + 1].count()
     return HistoryPage(
         runs=page,
         total=min(total, HISTORY_COUNT_CAP),
