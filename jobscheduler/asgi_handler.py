@@ -26,7 +26,7 @@ class SyncChainASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)
         # Same adapter Django puts on top of a sync chain: thread-sensitive, so the request's
         # work and its request_finished clean-up (the DB connection back to the pool) share a thread.
-        chain: Any = self._middleware_chain
+        chain: Any = self._middleware_chain  # type: ignore[has-type]  # set by load_middleware above
         self._middleware_chain = sync_to_async(chain, thread_sensitive=True)
 
 
