@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import playwright.sync_api as playwright_sync
@@ -20,7 +18,9 @@ import pytest
 
 from scheduler_app import services
 from scheduler_app.models import Job, JobRun, Plugin
-from tests.test_browser import CHROMIUM_ARGS, Server, db
+from tests.test_browser import Server, browser, db, server
+
+__all__ = ["browser", "server"]  # the same fixtures as tests/test_browser.py
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 expect = playwright_sync.expect
@@ -29,26 +29,6 @@ PHONE = {"width": 390, "height": 844}
 LAB = "plugins.lab_plugin@v0_1_0.plugin.Plugin"
 PROD = "plugins.prod_plugin@v0_1_0.plugin.Plugin"
 STABLE = "plugins.stable_plugin@v0_1_0.plugin.Plugin"
-
-
-@pytest.fixture
-def server(tmp_path: Path, alice, bob, sample_plugin) -> Iterator[Server]:
-    server = Server(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def open_page(browser: Any, server: Server, username: str, password: str, **context: Any) -> Any:
