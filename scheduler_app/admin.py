@@ -727,9 +727,7 @@ class SchedulerNodeAdmin(ReadOnlyAdmin):
         "started_at",
         "stopped_at",
         "lost_at",
-        "hostname",
-        "pid",
-    ]
+    ]  # hostname and pid are in the name (host:pid:random) and on the node's page
     list_filter = [AliveFilter]
     search_fields = ["name", "hostname"]
 
