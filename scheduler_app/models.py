@@ -171,7 +171,7 @@ class UserProfile(models.Model):
 
 
 class JobRun(models.Model):
-    """One execution of a job. Unique (job, slot) is the claim that makes a slot run once."""
+    """One execution of a job. Unique (job, slot, attempt) is the claim that makes each attempt of a slot run once."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
