@@ -285,7 +285,7 @@ class JobAdmin(admin.ModelAdmin):
     actions = ["activate_jobs", "deactivate_jobs", "run_jobs_now"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
-        # The latest run of each job in the same query (run_job_slot_idx serves the subquery).
+        # The latest run of each job in the same query (the unique (job, slot, attempt) index serves the subquery).
         latest = JobRun.objects.filter(job=OuterRef("pk")).order_by("-slot", "-id")
         return (
             super()
