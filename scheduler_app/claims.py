@@ -75,12 +75,17 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
             busy.update(row[0] for row in cursor.fetchall())
         todo = [c for c in claims if c.job_id not in busy]
         row = f"({', '.join([p] * 12)})"
+        # Most claims of a round share a handful of slots (the jobs due in one tick): each slot
+        # is converted once.
+        slot_db: dict[int, Any] = {}
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start : start + CHUNK]
             params: list[Any] = []
             for c in chunk:
-                slot = to_db(slots.to_datetime(c.slot_ms))
-                params += [c.job_id, slot, 1, scheduled, running, node, c.package, now_db, now_db, "", "", 0]
+                slot = slot_db.get(c.slot_ms)
+                if slot is None:
+                    slot = slot_db[c.slot_ms] = to_db(slots.to_datetime(c.slot_ms))
+                params.extend((c.job_id, slot, 1, scheduled, running, node, c.package, now_db, now_db, "", "", 0))
             cursor.execute(
                 f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
                 f"started_at, error, traceback, log_count) VALUES {', '.join([row] * len(chunk))} "

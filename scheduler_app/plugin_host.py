@@ -151,6 +151,19 @@ class LoadedPlugin:
         return results[0]
 
 
+def immutable_config(model: BaseModel) -> bool:
+    """Whether runs may share one validated config: nothing a run does to it can change it.
+
+    A frozen model, or one with no fields that takes no extra ones (the common "no settings"
+    plugin). Any other model is validated anew for each run, so a run that changes its config
+    in place never shows the change to the next run.
+    """
+    model_config = type(model).model_config
+    if model_config.get("frozen"):
+        return True
+    return not type(model).model_fields and model_config.get("extra") != "allow"
+
+
 @dataclass(frozen=True)
 class AvailablePlugin:
     """A plugin that could be registered: where it was found and whether it loads."""

@@ -87,8 +87,11 @@ class Writer:
         on_committed: Callable[[Batch], None] | None = None,
         flush_interval: float = 0.05,
         name: str = "jobscheduler-writer",
+        line_ids: bool = True,
     ) -> None:
         self.on_committed = on_committed
+        #: whether written lines get their database ids (only a publisher needs them)
+        self.line_ids = line_ids
         self.flush_interval = flush_interval
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -206,7 +209,7 @@ class Writer:
         t0 = time.perf_counter()
         try:
             self._tune_connection()
-            write_batch(batch)
+            write_batch(batch, self.line_ids)
         except DatabaseError as exc:
             self._retry = batch
             self._connection_failed(exc, f"writing {len(batch.lines)} log lines and {len(batch.finishes)} runs")
@@ -265,12 +268,15 @@ class Writer:
             pass
 
 
-def write_batch(batch: Batch) -> None:
-    """Write one batch in one transaction; lines of runs deleted meanwhile are dropped."""
+def write_batch(batch: Batch, line_ids: bool = True) -> None:
+    """Write one batch in one transaction; lines of runs deleted meanwhile are dropped.
+
+    ``line_ids``: set each line's ``id`` (what a live page resumes from); without a publisher
+    nobody reads them, and the insert skips returning them."""
     try:
         with transaction.atomic():
             _relax_commit()
-            _insert_lines(batch.lines)
+            _insert_lines(batch.lines, line_ids)
             _update_runs(batch)
     except DatabaseError as exc:
         if not _is_integrity_error(exc) or not batch.lines:
@@ -300,7 +306,7 @@ def write_batch(batch: Batch) -> None:
         )
         with transaction.atomic():
             _relax_commit()
-            _insert_lines(batch.lines)
+            _insert_lines(batch.lines, line_ids)
             _update_runs(batch)
 
 
@@ -325,7 +331,7 @@ def _is_integrity_error(exc: Exception) -> bool:
     return isinstance(exc, IntegrityError)
 
 
-def _insert_lines(lines: list[PendingLine]) -> None:
+def _insert_lines(lines: list[PendingLine], with_ids: bool = True) -> None:
     if not lines:
         return
     table = connection.ops.quote_name(LogLine._meta.db_table)
@@ -336,16 +342,17 @@ def _insert_lines(lines: list[PendingLine]) -> None:
             chunk = lines[start : start + CHUNK]
             params: list[Any] = []
             for line in chunk:
-                params += [line.run_id, line.seq, to_db(line.created_at), line.level, line.message]
+                params.extend((line.run_id, line.seq, to_db(line.created_at), line.level, line.message))
             cursor.execute(
                 f"INSERT INTO {table} (run_id, seq, created_at, level, message) VALUES "
-                f"{', '.join([row] * len(chunk))} RETURNING id",
+                f"{', '.join([row] * len(chunk))}{' RETURNING id' if with_ids else ''}",
                 params,
             )
-            # Both SQLite and PostgreSQL return the rows of a VALUES insert in order (Django's
-            # bulk_create relies on the same).
-            for line, returned in zip(chunk, cursor.fetchall(), strict=True):
-                line.id = returned[0]
+            if with_ids:
+                # Both SQLite and PostgreSQL return the rows of a VALUES insert in order (Django's
+                # bulk_create relies on the same).
+                for line, returned in zip(chunk, cursor.fetchall(), strict=True):
+                    line.id = returned[0]
 
 
 def _update_runs(batch: Batch) -> None:
@@ -402,7 +409,8 @@ def datetime_adapter() -> Callable[[datetime | None], Any]:
 
     def adapt(value: datetime | None) -> Any:
         if value is not None and value.tzinfo is UTC:
-            return str(value.replace(tzinfo=None))
+            # str() of the naive value without making it: the same text less the "+00:00"
+            return value.isoformat(" ")[:-6]
         return slow(value)
 
     return adapt

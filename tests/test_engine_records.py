@@ -94,6 +94,20 @@ def test_the_writer_stores_lines_with_ids_and_finishes_runs(alice):
     assert (run.status, run.log_count, run.finished_at) == (JobRun.Status.SUCCEEDED, 3, now)
 
 
+def test_without_a_publisher_lines_are_stored_without_asking_their_ids_back(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = _running(services.run_now(job), "a")
+    now = datetime.now(UTC)
+    lines = [PendingLine(run.pk, seq, now, 20, f"line {seq}") for seq in (1, 2)]
+
+    write_batch(Batch(lines, [RunFinish(_finished(run, JobRun.Status.SUCCEEDED, now), "", 2)]), line_ids=False)
+    assert [line.id for line in lines] == [None, None]
+    assert list(LogLine.objects.filter(run=run).order_by("seq").values_list("message", flat=True)) == [
+        "line 1",
+        "line 2",
+    ]
+
+
 @pytest.mark.django_db(transaction=True)  # foreign keys are checked at the real commit
 def test_the_writer_drops_lines_of_a_run_deleted_meanwhile(alice):
     job = probe_job(alice, probe_plugin(), activate=False)
