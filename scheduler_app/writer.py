@@ -355,32 +355,43 @@ def _insert_lines(lines: list[PendingLine], with_ids: bool = True) -> None:
                     line.id = returned[0]
 
 
+#: Finished runs per UPDATE statement (8 parameters each).
+FINISH_CHUNK = 500
+
+
 def _update_runs(batch: Batch) -> None:
+    """Store the finished runs (one ``UPDATE .. FROM (VALUES ..)`` per chunk) and the live line
+    count of runs still going.
+
+    One statement, not ``executemany``: the DB-API steps an ``executemany`` row by row and
+    gives the GIL away around each step, so every finished run cost the writer a GIL hand-over
+    with the busy event loop (a convoy: several times the statement's own time at saturation).
+    """
     table = connection.ops.quote_name(JobRun._meta.db_table)
     to_db = datetime_adapter()
+    postgres = connection.vendor == "postgresql"
     with raw_cursor() as (cursor, p):
         if batch.finishes:
-            # Fencing: only a run still running on this node is finished. A run another node marked
-            # lost (this one was paused or cut off meanwhile) stays lost.
-            cursor.executemany(
-                f"UPDATE {table} SET status = {p}, started_at = {p}, finished_at = {p}, error = {p}, "
-                f"traceback = {p}, log_count = {p} WHERE id = {p} AND status = {p} AND node = {p}",
-                [
-                    (
-                        f.run.status,
-                        to_db(f.run.started_at),
-                        to_db(f.run.finished_at),
-                        f.run.error,
-                        f.traceback,
-                        f.log_count,
-                        f.run.id,
-                        RUNNING,
-                        # the node that ran it: only while the run is still running there
-                        f.run.node,
-                    )
-                    for f in batch.finishes
-                ],
-            )
+            row = f"({', '.join([p] * 8)})"
+            # PostgreSQL types a VALUES list from its rows; the datetimes are named (a list of
+            # them could be all NULL, i.e. text).
+            ts = "::timestamptz" if postgres else ""
+            for start in range(0, len(batch.finishes), FINISH_CHUNK):
+                chunk = batch.finishes[start : start + FINISH_CHUNK]
+                params: list[Any] = []
+                for f in chunk:
+                    run = f.run
+                    params.extend((run.id, run.node, run.status, to_db(run.started_at), to_db(run.finished_at),
+                                   run.error, f.traceback, f.log_count))  # fmt: skip
+                # Fencing: only a run still running on the node that ran it is finished. A run
+                # another node marked lost (this one was paused or cut off meanwhile) stays lost.
+                cursor.execute(
+                    f"UPDATE {table} SET status = v.column3, started_at = v.column4{ts}, "
+                    f"finished_at = v.column5{ts}, error = v.column6, traceback = v.column7, log_count = v.column8 "
+                    f"FROM (VALUES {', '.join([row] * len(chunk))}) AS v "
+                    f"WHERE {table}.id = v.column1 AND {table}.status = {p} AND {table}.node = v.column2",
+                    [*params, RUNNING],
+                )
         finished = {f.run_id for f in batch.finishes}
         counts: dict[int, int] = {}
         for line in batch.lines:
