@@ -276,7 +276,7 @@ class Engine:
                              username=spec.username, plugin_id=spec.plugin_id, package=spec.package, slot=run.slot,
                              trigger=run.trigger, attempt=run.attempt, cancelled=asyncio.Event())  # fmt: skip
         if run.trigger == SCHEDULE:
-            note = self.schedule.take_note(spec.id, slots.to_ms(run.slot))
+            note = self.schedule.take_note(spec.id, slots.to_ms(run.slot)) if self.schedule.has_note(spec.id) else ""
             if note:
                 logger.warning(note)
         elif run.trigger == RETRY:
