@@ -7,6 +7,7 @@ the request.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -676,7 +677,12 @@ class JobRunAdmin(ReadOnlyAdmin):
             "\n",
             "{:>5} {} {:<8} {}",
             (
-                (seq, timezone.localtime(at).strftime("%H:%M:%S.%f")[:-3], LogLine(level=level).level_name, message)
+                (
+                    seq,
+                    timezone.localtime(at).strftime("%H:%M:%S.%f")[:-3],
+                    LogLine(level=level).level_name,
+                    _TERMINAL_ESCAPES.sub("", message),
+                )
                 for seq, at, level, message in lines
             ),
         )
@@ -691,6 +697,11 @@ class JobRunAdmin(ReadOnlyAdmin):
         return format_html(
             '{}<pre style="max-height:40em;overflow:auto;white-space:pre-wrap">{}</pre>{}', more, body, link
         )
+
+
+#: Colour and cursor codes in log lines: the admin shows plain text (the run page colours them,
+#: static/js/logview.js being the one ANSI renderer); left in, they show as boxes.
+_TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _run_page_link(run: JobRun) -> str:
