@@ -168,7 +168,7 @@ class ConfigField(JSONFormField):
         #: The secrets of the stored config, for the page to say which are set (and offer Clear).
         self.secret_states: list[SecretState] = []
         if self.stored:
-            jsonform_schema.hint_kept_secrets(self.schema)
+            jsonform_schema.hint_kept_secrets(self.schema, self.stored)
             for path in jsonform_schema.secret_paths(self.schema, self.stored):
                 value = jsonform_schema._get(self.stored, path)
                 self.secret_states.append(

@@ -283,21 +283,23 @@ def secret_paths(schema: dict[str, Any], data: Any) -> list[tuple[Any, ...]]:
 KEEP_SECRET_HINT = "Leave empty to keep the saved value."
 
 
-def hint_kept_secrets(schema: dict[str, Any]) -> dict[str, Any]:
-    """Add "leave empty to keep" help text to every secret input (schema changed in place)."""
+def hint_kept_secrets(schema: dict[str, Any], stored: Any) -> dict[str, Any]:
+    """Add "leave empty to keep" help text to the secret inputs that have a value in ``stored``.
 
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            if _is_secret(node):
-                text = node.get("help_text", "")
-                node["help_text"] = f"{text} {KEEP_SECRET_HINT}".strip()
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
+    A secret with nothing saved gets no hint: there is nothing to keep. The schema is changed in
+    place; the hint goes on the schema node, so the items of an array of secrets share it.
+    """
+    kept: dict[int, dict[str, Any]] = {}
 
-    visit(schema)
+    def leaf(node: dict[str, Any], value: Any, path: tuple) -> Any:
+        if _is_secret(node) and value not in (None, ""):
+            kept[id(node)] = node
+        return value
+
+    _transform(schema, stored, leaf)
+    for node in kept.values():
+        text = node.get("help_text", "")
+        node["help_text"] = f"{text} {KEEP_SECRET_HINT}".strip()
     return schema
 
 

@@ -279,6 +279,11 @@ def test_secret_inputs_say_that_empty_keeps_the_saved_value(kinds):
     assert "help_text" not in widget_config(make_form(kinds))["schema"]["properties"]["token"]
 
 
+def test_a_secret_with_nothing_saved_has_no_keep_hint(kinds):
+    schema = widget_config(make_form(kinds, stored={**STORED, "token": ""}))["schema"]
+    assert "help_text" not in schema["properties"]["token"]
+
+
 def test_an_outdated_stored_config_is_shown_as_stored_with_new_keys_filled(kinds):
     outdated = {"word": "TOO LONG FOR THE FIELD", "must": True}
     data = initial_config(kinds, outdated)

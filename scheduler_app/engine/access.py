@@ -29,14 +29,16 @@ class Database:
         return await asyncio.wrap_future(self.writer.call(fn, *args))
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._reader, _reconnecting(fn), *args)
+        return await asyncio.get_running_loop().run_in_executor(self._reader, reconnecting(fn), *args)
 
     def close(self) -> None:
         self._reader.submit(connections.close_all)
         self._reader.shutdown(wait=True)
 
 
-def _reconnecting(fn: Callable[..., Any]) -> Callable[..., Any]:
+def reconnecting(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` that drops this thread's connection when it fails, so the next call reconnects."""
+
     def call(*args: Any) -> Any:
         from django.db import InterfaceError, OperationalError, connection
 

@@ -36,6 +36,7 @@ from django.db import connections, transaction
 
 from scheduler_app import metrics, nodes
 from scheduler_app.cluster import Lease, Membership
+from scheduler_app.engine.access import reconnecting
 from scheduler_app.streams import RunSnapshot
 
 log = logging.getLogger("scheduler_app.engine")
@@ -231,20 +232,13 @@ def _atomic_reconnecting(fn: Callable[..., Any], lock_timeout: float) -> Callabl
     """One transaction per call; a dead connection is dropped so the next call reconnects."""
 
     def call(*args: Any) -> Any:
-        from django.db import InterfaceError, OperationalError, connection
+        from django.db import connection
 
-        try:
-            if connection.connection is None or connection.connection is not getattr(_limited, "connection", None):
-                connection.ensure_connection()
-                nodes.limit_session(lock_timeout)
-                _limited.connection = connection.connection
-            with transaction.atomic():
-                return fn(*args)
-        except (OperationalError, InterfaceError):
-            try:
-                connection.close()
-            except Exception:
-                pass
-            raise
+        if connection.connection is None or connection.connection is not getattr(_limited, "connection", None):
+            connection.ensure_connection()
+            nodes.limit_session(lock_timeout)
+            _limited.connection = connection.connection
+        with transaction.atomic():
+            return fn(*args)
 
-    return call
+    return reconnecting(call)
