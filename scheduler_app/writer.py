@@ -42,6 +42,10 @@ RUNNING = JobRun.Status.RUNNING.value
 
 #: Rows per INSERT statement (SQLite allows 32,766 variables; 5 per line).
 CHUNK = 500
+#: Buffered records (lines and finished runs) that make a flush worth its transaction at once.
+FULL_FLUSH = 100
+#: How much longer than ``flush_interval`` a smaller buffer may wait for more records.
+MAX_FLUSH_FACTOR = 3
 
 
 @dataclass(slots=True)
@@ -99,6 +103,7 @@ class Writer:
         self._retry: Batch | None = None
         self._stopping = False
         self._failing_since: float | None = None
+        self._last_flush = time.monotonic()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._tuned: object = None
         self.written_lines = 0
@@ -146,13 +151,31 @@ class Writer:
 
     # -- the thread ----------------------------------------------------------------------------
 
+    def _flush_due(self, now: float) -> float:
+        """When the buffered records are due to be written (monotonic seconds).
+
+        A flush is a transaction whatever its size: a buffer of at least ``FULL_FLUSH`` records
+        is written ``flush_interval`` after the last flush, a smaller one waits up to
+        ``MAX_FLUSH_FACTOR`` times as long for more (a node with a small share of the jobs makes
+        fewer, fuller transactions). Stopping or retrying: now."""
+        if self._stopping or self._retry is not None:
+            return now
+        with self._lock:
+            buffered = len(self._lines) + len(self._finishes)
+        wait = self.flush_interval if buffered >= FULL_FLUSH else self.flush_interval * MAX_FLUSH_FACTOR
+        return self._last_flush + wait
+
     def _main(self) -> None:
         try:
             while True:
-                self._wake.wait(self.flush_interval)
+                self._wake.wait(max(0.0, self._flush_due(time.monotonic()) - time.monotonic()))
                 self._wake.clear()
                 # Calls first: a claim waiting behind a big flush is start lag for every run in it.
                 self._run_calls()
+                # Records on their own timer: a claim (tens a second) does not bring a flush along.
+                if time.monotonic() < self._flush_due(time.monotonic()):
+                    continue
+                self._last_flush = time.monotonic()
                 flushed = self._flush()
                 if self._stopping:
                     if self.pending() == 0 and not self._calls:

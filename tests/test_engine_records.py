@@ -127,6 +127,31 @@ def test_the_writer_thread_flushes_everything_on_stop(alice):
     assert sum(len(batch.lines) for batch in committed) == 1200
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_does_not_bring_a_flush_along_records_keep_their_own_timer(alice):
+    """Each writer call (a claim, tens a second) used to flush the records too: a transaction per
+    claim. Records are written on their own timer; a small buffer waits for more."""
+    import time
+
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = _running(services.run_now(job), "a")
+    committed = []
+    writer = Writer(on_committed=committed.append, flush_interval=1.0)
+    writer.start()
+    try:
+        time.sleep(0.05)  # the thread's first wait has begun
+        writer.add_line(PendingLine(run.pk, 1, datetime.now(UTC), 20, "one line"))
+        for _ in range(5):
+            assert writer.call(lambda: JobRun.objects.count()).result(10) == 1
+        assert committed == []  # the calls ran; the line waits for its flush
+        deadline = time.monotonic() + 10
+        while not committed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [line.message for batch in committed for line in batch.lines] == ["one line"]
+    finally:
+        assert writer.stop(10)
+
+
 def test_runs_of_a_silent_node_are_marked_lost(alice):
     job = probe_job(alice, probe_plugin(), activate=False)
     now = timezone.now()
