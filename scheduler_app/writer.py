@@ -102,6 +102,7 @@ class Writer:
         # records taken from the buffers whose write failed: retried first, in order
         self._retry: Batch | None = None
         self._stopping = False
+        self._stop_deadline = 0.0
         self._failing_since: float | None = None
         self._last_flush = time.monotonic()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -143,8 +144,9 @@ class Writer:
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Flush what is buffered (retrying up to ``timeout``) and end the thread; True if all was written."""
-        self._stopping = True
+        # The deadline first: the thread reads it as soon as it sees ``_stopping``.
         self._stop_deadline = time.monotonic() + timeout
+        self._stopping = True
         self._wake.set()
         self._thread.join(timeout + 5)
         return self.pending() == 0
@@ -168,14 +170,16 @@ class Writer:
     def _main(self) -> None:
         try:
             while True:
-                self._wake.wait(max(0.0, self._flush_due(time.monotonic()) - time.monotonic()))
+                now = time.monotonic()
+                self._wake.wait(max(0.0, self._flush_due(now) - now))
                 self._wake.clear()
                 # Calls first: a claim waiting behind a big flush is start lag for every run in it.
                 self._run_calls()
                 # Records on their own timer: a claim (tens a second) does not bring a flush along.
-                if time.monotonic() < self._flush_due(time.monotonic()):
+                now = time.monotonic()
+                if now < self._flush_due(now):
                     continue
-                self._last_flush = time.monotonic()
+                self._last_flush = now
                 flushed = self._flush()
                 if self._stopping:
                     if self.pending() == 0 and not self._calls:
