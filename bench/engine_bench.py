@@ -186,7 +186,8 @@ def measure_scheduler(
         out = BENCH_DIR / f"profile-{jobs}-{interval}.{'json' if profile == 'speedscope' else 'svg'}"
         profiler = subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid), "--duration",
-             str(int(seconds)), "--rate", "200", "--format", profile, "--output", str(out), "--nonblocking"],
+             str(int(seconds)), "--rate", "200", "--format", profile, "--output", str(out), "--nonblocking",
+             *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     time.sleep(seconds)

@@ -7,6 +7,7 @@ the request.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -285,7 +286,7 @@ class JobAdmin(admin.ModelAdmin):
     actions = ["activate_jobs", "deactivate_jobs", "run_jobs_now"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
-        # The latest run of each job in the same query (run_job_slot_idx serves the subquery).
+        # The latest run of each job in the same query (the unique (job, slot, attempt) index serves the subquery).
         latest = JobRun.objects.filter(job=OuterRef("pk")).order_by("-slot", "-id")
         return (
             super()
@@ -676,7 +677,12 @@ class JobRunAdmin(ReadOnlyAdmin):
             "\n",
             "{:>5} {} {:<8} {}",
             (
-                (seq, timezone.localtime(at).strftime("%H:%M:%S.%f")[:-3], LogLine(level=level).level_name, message)
+                (
+                    seq,
+                    timezone.localtime(at).strftime("%H:%M:%S.%f")[:-3],
+                    LogLine(level=level).level_name,
+                    _TERMINAL_ESCAPES.sub("", message),
+                )
                 for seq, at, level, message in lines
             ),
         )
@@ -691,6 +697,11 @@ class JobRunAdmin(ReadOnlyAdmin):
         return format_html(
             '{}<pre style="max-height:40em;overflow:auto;white-space:pre-wrap">{}</pre>{}', more, body, link
         )
+
+
+#: Colour and cursor codes in log lines: the admin shows plain text (the run page colours them,
+#: static/js/logview.js being the one ANSI renderer); left in, they show as boxes.
+_TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _run_page_link(run: JobRun) -> str:

@@ -27,7 +27,7 @@ from django.utils import timezone
 from scheduler_app import slots
 from scheduler_app.jobtable import JobSpec, read_rows, spec_from_row
 from scheduler_app.models import Job, JobRun
-from scheduler_app.writer import datetime_adapter, raw_cursor
+from scheduler_app.writer import datetime_adapter, json_rows, raw_cursor, to_json
 
 CHUNK = 400  # rows per INSERT (12 parameters each; SQLite allows 32,766)
 
@@ -65,6 +65,8 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
         # This node knows its own running jobs (and may not have flushed the finish of one that
         # just ended); the database tells about the other nodes'.
         busy: set[int] = set()
+        if connection.vendor == "postgresql":
+            return _claim_postgresql(cursor, table, node, claims, latest, now)
         for start in range(0, len(claims), CHUNK):
             ids = [c.job_id for c in claims[start : start + CHUNK]]
             cursor.execute(
@@ -75,12 +77,17 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
             busy.update(row[0] for row in cursor.fetchall())
         todo = [c for c in claims if c.job_id not in busy]
         row = f"({', '.join([p] * 12)})"
+        # Most claims of a round share a handful of slots (the jobs due in one tick): each slot
+        # is converted once.
+        slot_db: dict[int, Any] = {}
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start : start + CHUNK]
             params: list[Any] = []
             for c in chunk:
-                slot = to_db(slots.to_datetime(c.slot_ms))
-                params += [c.job_id, slot, 1, scheduled, running, node, c.package, now_db, now_db, "", "", 0]
+                slot = slot_db.get(c.slot_ms)
+                if slot is None:
+                    slot = slot_db[c.slot_ms] = to_db(slots.to_datetime(c.slot_ms))
+                params.extend((c.job_id, slot, 1, scheduled, running, node, c.package, now_db, now_db, "", "", 0))
             cursor.execute(
                 f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
                 f"started_at, error, traceback, log_count) VALUES {', '.join([row] * len(chunk))} "
@@ -90,6 +97,39 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
             for run_id, job_id in cursor.fetchall():
                 won[(job_id, latest[job_id].slot_ms)] = run_id
     return won
+
+
+def _claim_postgresql(
+    cursor: Any, table: str, node: str, claims: list[SlotClaim], latest: dict[int, SlotClaim], now: datetime
+) -> dict[tuple[int, int], int]:
+    """``claim_slots``' statements on PostgreSQL: the rows in one JSON parameter (``json_rows``)."""
+    running, scheduled = JobRun.Status.RUNNING.value, JobRun.Trigger.SCHEDULE.value
+    cursor.execute(
+        f"SELECT job_id FROM {table} WHERE status = %s AND node <> %s "
+        "AND job_id IN (SELECT value::bigint FROM jsonb_array_elements_text(%s::jsonb))",
+        [running, node, to_json([c.job_id for c in claims])],
+    )
+    busy = {row[0] for row in cursor.fetchall()}
+    slot_text: dict[int, str] = {}
+    rows = []
+    for c in claims:
+        if c.job_id in busy:
+            continue
+        slot = slot_text.get(c.slot_ms)
+        if slot is None:
+            slot = slot_text[c.slot_ms] = slots.to_datetime(c.slot_ms).isoformat()
+        rows.append((c.job_id, slot, c.package))
+    if not rows:
+        return {}
+    cursor.execute(
+        f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
+        f"started_at, error, traceback, log_count) "
+        f"SELECT column1, column2, 1, %s, %s, %s, column3, %s, %s, '', '', 0 "
+        f"FROM {json_rows(['bigint', 'timestamptz', 'text'])} AS v "
+        "ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id",
+        [scheduled, running, node, now, now, to_json(rows)],
+    )
+    return {(job_id, latest[job_id].slot_ms): run_id for run_id, job_id in cursor.fetchall()}
 
 
 def lock_jobs(job_ids: list[int]) -> set[int]:
@@ -103,6 +143,16 @@ def lock_jobs(job_ids: list[int]) -> set[int]:
     the foreign-key checks of run inserts. SQLite writes one transaction at a time anyway."""
     if not connection.features.has_select_for_update_skip_locked:
         return set(job_ids)
+    if connection.vendor == "postgresql":
+        # One JSON parameter, not an IN list of thousands of placeholders (see ``json_rows``).
+        with raw_cursor() as (cursor, _p):
+            cursor.execute(
+                f"SELECT id FROM {connection.ops.quote_name(Job._meta.db_table)} "
+                "WHERE id IN (SELECT value::bigint FROM jsonb_array_elements_text(%s::jsonb)) "
+                "ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
+                [to_json(job_ids)],
+            )
+            return {row[0] for row in cursor.fetchall()}
     return set(
         Job.objects.select_for_update(skip_locked=True, no_key=True)
         .filter(id__in=job_ids)

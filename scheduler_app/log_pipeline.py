@@ -20,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import threading
 import time
 import traceback as tb
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +33,9 @@ from scheduler_app import live_bus, metrics, streams
 from scheduler_app.writer import Batch, PendingLine, Writer
 
 log = logging.getLogger("scheduler_app.log_pipeline")
+
+#: logging's own start time (records' ``relativeCreated`` count from it)
+_START_TIME: float = logging._startTime  # type: ignore[attr-defined]
 
 #: A line longer than this is cut (a plugin dumping megabytes must not stall the writer).
 MAX_MESSAGE = 10_000
@@ -107,12 +113,101 @@ def run_logger(
     return logger, handler
 
 
+UNKNOWN_FILE = "(unknown file)"
+
+
 class RunLogger(logging.Logger):
-    """A run's logger: no caller lookup per record (a stored line has no file or line number,
-    and walking the stack for every line cost more than the line itself)."""
+    """A run's logger, made for one run and dropped after it: what ``logging.Logger`` does once
+    per process for a long-lived logger, this one would pay per run, so it does not.
+
+    - No caller lookup per record (a stored line has no file or line number, and walking the
+      stack for every line cost more than the line itself).
+    - ``isEnabledFor`` compares levels directly: the standard one fills a per-logger cache under
+      logging's module lock, raising a ``KeyError`` first, i.e. once per new logger (per run).
+      Same answer: the logger's level (a plugin may ``setLevel``) and ``logging.disable``.
+    - Records are ``RunLogRecord``s (``makeRecord``), not the process's record factory.
+    """
 
     def findCaller(self, stack_info: bool = False, stacklevel: int = 1) -> tuple[str, int, str, str | None]:
-        return "(unknown file)", 0, "(unknown function)", None
+        return UNKNOWN_FILE, 0, "(unknown function)", None
+
+    def isEnabledFor(self, level: int) -> bool:
+        if self.disabled or self.manager.disable >= level:
+            return False
+        return level >= self.getEffectiveLevel()
+
+    def makeRecord(
+        self,
+        name: str,
+        level: int,
+        fn: str,
+        lno: int,
+        msg: object,
+        args: Any,
+        exc_info: Any,
+        func: str | None = None,
+        extra: Mapping[str, object] | None = None,
+        sinfo: str | None = None,
+    ) -> logging.LogRecord:
+        record = RunLogRecord(name, level, fn, lno, msg, args, exc_info, func, sinfo)
+        if extra is not None:
+            for key in extra:
+                if (key in ["message", "asctime"]) or (key in record.__dict__):
+                    raise KeyError(f"Attempt to overwrite {key!r} in LogRecord")
+                record.__dict__[key] = extra[key]
+        return record
+
+
+_process: tuple[int, str | None] = (0, None)
+
+
+class RunLogRecord(logging.LogRecord):
+    """A ``LogRecord`` with the same attributes, made with less work per record: the file name
+    is the constant ``findCaller`` gives, and the process's name is looked up once per process
+    (not through ``multiprocessing`` for every record)."""
+
+    def __init__(
+        self,
+        name: str,
+        level: int,
+        pathname: str,
+        lineno: int,
+        msg: object,
+        args: Any,
+        exc_info: Any,
+        func: str | None = None,
+        sinfo: str | None = None,
+    ) -> None:
+        global _process
+        ct = time.time()
+        self.name = name
+        self.msg = msg
+        if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            args = args[0]
+        self.args = args
+        self.levelname = logging.getLevelName(level)
+        self.levelno = level
+        self.pathname = pathname
+        if pathname == UNKNOWN_FILE:
+            self.filename = self.module = pathname
+        else:
+            self.filename = os.path.basename(pathname)
+            self.module = os.path.splitext(self.filename)[0]
+        self.exc_info = exc_info
+        self.exc_text = None
+        self.stack_info = sinfo
+        self.lineno = lineno
+        self.funcName = func  # type: ignore[assignment]  # as the standard record: None when not told
+        self.created = ct
+        self.msecs = int((ct - int(ct)) * 1000) + 0.0
+        self.relativeCreated = (ct - _START_TIME) * 1000
+        self.thread = threading.get_ident()
+        self.threadName = threading.current_thread().name
+        pid = os.getpid()
+        if _process[0] != pid:
+            _process = (pid, logging.LogRecord("", 0, "", 0, "", None, None).processName)
+        self.process = pid
+        self.processName = _process[1]
 
 
 class Publisher:

@@ -189,7 +189,9 @@ class JobRun(models.Model):
         MANUAL = "manual", "manual"
         RETRY = "retry", "retry"
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs", verbose_name="job")
+    # No index of its own: the claim's unique (job, slot, attempt) starts with job_id and serves
+    # every lookup by job (a second copy cost a scattered B-tree page per claimed run).
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs", verbose_name="job", db_index=False)
     slot = models.DateTimeField("slot", help_text="The time this run was due (the request time for manual runs).")
     attempt = models.PositiveSmallIntegerField(
         "attempt", default=1, help_text="1 for the first run of a slot; 2, 3... for its retries."
@@ -224,8 +226,8 @@ class JobRun(models.Model):
         get_latest_by = "slot"
         # The claim: each (job, slot, attempt) runs once. A retry is a new row with the next attempt.
         constraints = [models.UniqueConstraint(fields=["job", "slot", "attempt"], name="one_run_per_job_slot_attempt")]
+        # (job, -slot) is the unique constraint's index read backwards: no index of its own.
         indexes = [
-            models.Index(fields=["job", "-slot"], name="run_job_slot_idx"),
             models.Index(fields=["status", "node"], name="run_status_node_idx"),
             models.Index(fields=["finished_at"], name="run_finished_idx"),
         ]
@@ -261,7 +263,10 @@ _RUN_LABELS: dict[str, dict[str, str]] = {
 class LogLine(models.Model):
     """One log record of a run; ``id`` is the global cursor a reconnecting browser resumes from."""
 
-    run = models.ForeignKey(JobRun, on_delete=models.CASCADE, related_name="log_lines", verbose_name="run")
+    # No index of its own: the unique (run, seq) starts with run_id.
+    run = models.ForeignKey(
+        JobRun, on_delete=models.CASCADE, related_name="log_lines", verbose_name="run", db_index=False
+    )
     seq = models.PositiveIntegerField("sequence", help_text="Order of the line within its run, from 1.")
     created_at = models.DateTimeField("time")
     level = models.PositiveSmallIntegerField("level", default=20, help_text="Python logging level (20 = INFO).")

@@ -44,7 +44,7 @@ class AlertRuleForm(forms.Form):
         help_text="Receives a JSON POST with a Slack-compatible “text” field.",
     )
     after_failures = forms.IntegerField(
-        label="Say it is failing after", min_value=1, max_value=1000, initial=1, help_text="failed runs in a row"
+        label="Say it is failing after", min_value=1, max_value=1000, initial=1, help_text="Failed runs in a row."
     )
     notify_recovery = forms.BooleanField(label="Tell me when it recovers", required=False, initial=True)
 

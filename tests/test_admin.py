@@ -342,6 +342,14 @@ def test_a_long_runs_admin_page_shows_the_tail_and_links_the_whole_log(operator,
     assert f'href="{reverse("run_log", args=[finished_run.pk])}">download the whole log' in page.text
 
 
+def test_a_runs_admin_log_leaves_out_terminal_colour_codes(operator, finished_run):
+    LogLine.objects.create(
+        run=finished_run, seq=3, created_at=finished_run.slot, level=20, message="\x1b[36mbuild\x1b[0m ok\x1b[2K"
+    )
+    page = operator.get(reverse("admin:scheduler_app_jobrun_change", args=[finished_run.pk]))
+    assert "build ok" in page.text and "\x1b" not in page.text
+
+
 def test_nodes_show_alive_dead_and_running_runs(operator, finished_run):
     now = timezone.now()
     SchedulerNode.objects.create(name="node-a", hostname="h1", pid=1, last_heartbeat=now)

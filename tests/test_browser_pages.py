@@ -78,7 +78,13 @@ def test_no_page_is_wider_than_a_phone(server, browser, alice, sample_plugin):
     page.fill("#id_password", "alice-pass")
     page.click("form.stack button[type=submit]")
     page.wait_for_url(f"{server.url}/")
-    for path in ("/", f"/plugins/{sample_plugin.pk}/", f"/jobs/{job.pk}/runs/", f"/runs/{run.pk}/"):
+    for path in (
+        "/",
+        f"/plugins/{sample_plugin.pk}/",
+        f"/jobs/{job.pk}/runs/",
+        f"/runs/{run.pk}/",
+        f"/jobs/{job.pk}/history/",
+    ):
         page.goto(f"{server.url}{path}")
         expect(page.locator("h1")).to_be_visible()
         assert width(page) <= 390, path
@@ -124,6 +130,11 @@ def test_times_tick_and_are_shown_in_the_browsers_zone_with_its_label(server, br
     page.goto(f"{server.url}/runs/{run.pk}/")
     started = page.locator('[data-run-field="started_at"]').inner_text()
     assert re.search(r" E[SD]T$", started), started
+    # the history page's changes too (the job's creation is the first)
+    page.goto(f"{server.url}/jobs/{job.pk}/history/")
+    changed = page.locator("#audit tbody time").first.inner_text()
+    assert re.search(r" E[SD]T$", changed), changed
+    page.goto(f"{server.url}/runs/{run.pk}/")
     # the log's times are the same zone's, and say so
     expect(page.locator("[data-zone-label]")).to_contain_text("America/New_York")
     log_clock = page.locator(".logline time").first.inner_text()

@@ -94,6 +94,37 @@ def test_the_writer_stores_lines_with_ids_and_finishes_runs(alice):
     assert (run.status, run.log_count, run.finished_at) == (JobRun.Status.SUCCEEDED, 3, now)
 
 
+def test_without_a_publisher_lines_are_stored_without_asking_their_ids_back(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = _running(services.run_now(job), "a")
+    now = datetime.now(UTC)
+    lines = [PendingLine(run.pk, seq, now, 20, f"line {seq}") for seq in (1, 2)]
+
+    write_batch(Batch(lines, [RunFinish(_finished(run, JobRun.Status.SUCCEEDED, now), "", 2)]), line_ids=False)
+    assert [line.id for line in lines] == [None, None]
+    assert list(LogLine.objects.filter(run=run).order_by("seq").values_list("message", flat=True)) == [
+        "line 1",
+        "line 2",
+    ]
+
+
+def test_lines_and_errors_are_stored_exactly_whatever_their_characters(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = _running(services.run_now(job), "a")
+    now = datetime.now(UTC)
+    texts = ["100 %s %(x)s done", "quotes ' \" and \\ back\\slash", "é 日本 😀", "two\nlines\ttab", '{"json": [1]}']
+    lines = [PendingLine(run.pk, seq, now, 20, text) for seq, text in enumerate(texts, 1)]
+    finished = _finished(run, JobRun.Status.FAILED, now, error=texts[1])
+
+    write_batch(Batch(lines, [RunFinish(finished, texts[3], len(texts))]))
+    assert list(LogLine.objects.filter(run=run).order_by("seq").values_list("message", flat=True)) == texts
+    assert [line.id for line in lines] == list(
+        LogLine.objects.filter(run=run).order_by("seq").values_list("id", flat=True)
+    )
+    run.refresh_from_db()
+    assert (run.status, run.error, run.traceback, run.finished_at) == (JobRun.Status.FAILED, texts[1], texts[3], now)
+
+
 @pytest.mark.django_db(transaction=True)  # foreign keys are checked at the real commit
 def test_the_writer_drops_lines_of_a_run_deleted_meanwhile(alice):
     job = probe_job(alice, probe_plugin(), activate=False)

@@ -325,3 +325,35 @@ def test_a_process_that_missed_a_reload_catches_up_from_the_code_version(module_
     reloaded = plugin_host.check_reload(package)
     plugin_host.mark_version(package, 3)
     assert plugin_host.get_plugin(package, code_version=3) is reloaded
+
+
+def test_a_run_hook_is_called_with_the_arguments_it_names_as_pluggy_would():
+    from scheduler_app import JobPlugin, hookimpl
+
+    seen: list[object] = []
+
+    class ContextOnly(JobPlugin):
+        @hookimpl
+        async def run(self, context: RunContext) -> None:
+            seen.append(context)
+
+    loaded = plugin_host.load_class(ContextOnly)
+    context = RunContext(logger=logging.getLogger("t"))
+    for _ in range(2):  # the first call finds the implementation, the second reuses it
+        asyncio.run(loaded.run(config=None, context=context))  # type: ignore[arg-type]
+    assert seen == [context, context]
+
+
+def test_a_run_hook_that_returns_nothing_to_await_is_refused_as_through_pluggy():
+    from scheduler_app import JobPlugin, hookimpl
+
+    class Plain(JobPlugin):
+        @hookimpl
+        async def run(self, config: object, context: RunContext) -> None:
+            pass
+
+    loaded = plugin_host.load_class(Plain)
+    loaded.instance.run = lambda config, context: None  # what a plugin changed at run time could do
+    loaded._run_impl = (loaded.instance.run, ("config", "context"))
+    with pytest.raises(PluginLoadError, match="expected one run implementation, found 0"):
+        loaded.run(config=None, context=RunContext(logger=logging.getLogger("t")))  # type: ignore[arg-type]

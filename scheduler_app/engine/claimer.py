@@ -123,11 +123,17 @@ class Claimer:
         self.counters.claimed += len(won)
         self.counters.lost_claims += len(batch) - len(won)
         metrics.claims(len(won), len(batch) - len(won))
-        runs = [
-            (self._snapshot(run_id, spec, SCHEDULE, slots.to_datetime(slot_ms), now, node), spec)
-            for spec, slot_ms in batch
-            if (run_id := won.get((spec.id, slot_ms))) is not None
-        ]
+        # the runs of a round share a handful of slots: each becomes a datetime once
+        slot_times: dict[int, datetime] = {}
+        runs = []
+        for spec, slot_ms in batch:
+            run_id = won.get((spec.id, slot_ms))
+            if run_id is None:
+                continue
+            slot = slot_times.get(slot_ms)
+            if slot is None:
+                slot = slot_times[slot_ms] = slots.to_datetime(slot_ms)
+            runs.append((self._snapshot(run_id, spec, SCHEDULE, slot, now, node), spec))
         return self._start_or_give_up(runs, node)
 
     def _start_or_give_up(self, runs: list[tuple[RunSnapshot, JobSpec]], node: str) -> int:

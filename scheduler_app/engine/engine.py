@@ -39,7 +39,7 @@ from scheduler_app.engine.watchdog import Watchdog
 from scheduler_app.jobtable import Diff, JobSpec, JobTable
 from scheduler_app.log_pipeline import Publisher, run_logger
 from scheduler_app.models import JobRun
-from scheduler_app.plugin_host import ConfigValidationError, LoadedPlugin, PluginLoadError
+from scheduler_app.plugin_host import ConfigValidationError, LoadedPlugin, PluginLoadError, immutable_config
 from scheduler_app.streams import RunSnapshot
 from scheduler_app.writer import RunFinish, Writer
 
@@ -87,6 +87,9 @@ class Engine:
         self.pacer = Pacer()
         #: run id -> the spec it runs (for retries and the lines that name its time zone)
         self._specs: dict[int, JobSpec] = {}
+        #: job id -> (spec, plugin, config) of a config runs may share (``immutable_config``):
+        #: validated once per spec and code, not per run (decrypting secrets and a hook call)
+        self._configs: dict[int, tuple[JobSpec, LoadedPlugin, BaseModel]] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -99,7 +102,8 @@ class Engine:
         self._warn_about_layer()
         self.publisher = Publisher(None if self._nobody_can_listen() else self.layer, loop)
         self.publisher.start()
-        self.writer = Writer(on_committed=self.publisher.on_committed)
+        # Nobody can listen: the lines need no ids back (the insert returns none).
+        self.writer = Writer(on_committed=self.publisher.on_committed, line_ids=self.publisher.layer is not None)
         self.writer.start()
         self.db = Database(self.writer)
         self.supervisor = Supervisor(self.writer, on_end=self._run_ended, before_finish=self._before_finish)
@@ -282,7 +286,7 @@ class Engine:
                              username=spec.username, plugin_id=spec.plugin_id, package=spec.package, slot=run.slot,
                              trigger=run.trigger, attempt=run.attempt, cancelled=asyncio.Event())  # fmt: skip
         if run.trigger == SCHEDULE:
-            note = self.schedule.take_note(spec.id, slots.to_ms(run.slot))
+            note = self.schedule.take_note(spec.id, slots.to_ms(run.slot)) if self.schedule.has_note(spec.id) else ""
             if note:
                 logger.warning(note)
         elif run.trigger == RETRY:
@@ -298,16 +302,27 @@ class Engine:
     async def _prepare(self, spec: JobSpec) -> tuple[LoadedPlugin, BaseModel]:
         if not spec.enabled:
             raise RunRefused(f"the plugin {spec.package} is disabled")
+        # A plugin loaded before (every run but the first) is a dict read, no coroutine.
+        plugin = self.registry.peek(spec.package, spec.code_version)
         try:
-            plugin = await self.registry.get(spec.package, spec.code_version)
+            if plugin is None:
+                plugin = await self.registry.get(spec.package, spec.code_version)
+            elif isinstance(plugin, PluginLoadError):
+                raise plugin
         except PluginLoadError as exc:
             raise RunRefused(f"the plugin's code does not load: {exc}") from exc
+        shared = self._configs.get(spec.id)
+        if shared is not None and shared[0] is spec and shared[1] is plugin:
+            return plugin, shared[2]
         try:
-            return plugin, plugin.validate(spec.config)
+            config = plugin.validate(spec.config)
         except ConfigValidationError as exc:
             raise RunRefused(
                 f"the stored config is no longer valid for {spec.package}: {exc}; edit and save the job"
             ) from exc
+        if immutable_config(config):
+            self._configs[spec.id] = (spec, plugin, config)
+        return plugin, config
 
     # -- fencing and the division of jobs (the rules: heartbeat, scheduler_app.cluster) ---------
 
@@ -404,6 +419,8 @@ class Engine:
     # -- keeping up with changes ----------------------------------------------------------------
 
     def apply(self, diff: Diff) -> None:
+        for job_id in diff.removed:
+            self._configs.pop(job_id, None)
         for job_id in self.schedule.apply(diff, now_ms()):
             for run in [r for r in self.supervisor.active.values() if r.run.job_id == job_id]:
                 self.supervisor.cancel(run, CANCELLED, "cancelled: the job was deleted")

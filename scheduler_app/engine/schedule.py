@@ -208,6 +208,10 @@ class Schedule:
         skipped, self._skipped = self._skipped, []
         return skipped
 
+    def has_note(self, job_id: int) -> bool:
+        """Whether a note waits for a run of this job (most runs have none: a dict lookup)."""
+        return job_id in self._notes
+
     def take_note(self, job_id: int, slot_ms: int) -> str:
         """What to tell the run of ``slot_ms`` about the slots it stands for ("" if nothing)."""
         note = self._notes.get(job_id)

@@ -68,7 +68,7 @@ class Outcome:
     exception: BaseException | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SupervisedRun:
     run: RunSnapshot
     context: RunContext

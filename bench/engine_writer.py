@@ -1,0 +1,89 @@
+"""The writer thread's part of a run, in-process: claims and record batches on a real database.
+
+Claims ``--runs`` slots of as many jobs with ``claims.claim_slots`` in rounds of ``--batch``
+(the claimer's rounds at saturation), then writes each round's finished runs and one log line
+per run with ``writer.write_batch``, and prints the CPU per run of each part (the thread's
+Python work plus the database's own, which runs in this process on SQLite). What it leaves
+out (the event loop, the schedule) is what ``engine_supervisor.py`` and ``engine_bench.py``
+measure.
+
+    .venv/bin/python bench/engine_writer.py --runs 20000 --batch 250 [--profile]
+    DB_CONNECTION=postgres://... .venv/bin/python bench/engine_writer.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/jobscheduler-bench"))
+
+import engine_bench  # noqa: E402
+
+engine_bench.setup_django(os.environ.get("DB_CONNECTION") or f"sqlite:///{BENCH_DIR / 'writer.db'}")
+
+from scheduler_app import claims, slots  # noqa: E402
+from scheduler_app.models import Job  # noqa: E402
+from scheduler_app.streams import RunSnapshot  # noqa: E402
+from scheduler_app.writer import Batch, PendingLine, RunFinish, write_batch  # noqa: E402
+
+
+def drive(runs: int, batch: int) -> tuple[float, float]:
+    job_ids = list(Job.objects.order_by("id").values_list("id", flat=True))
+    base = int(time.time() * 1000) // 1000 * 1000
+    claim_cpu = write_cpu = 0.0
+    done = 0
+    round_no = 0
+    while done < runs:
+        round_no += 1
+        slot_ms = base + round_no * 1000
+        wanted = [claims.SlotClaim(j, slot_ms, engine_bench.PACKAGE) for j in job_ids[:batch]]
+        now = datetime.now(UTC)
+        t0 = time.process_time()
+        won = claims.claim_slots("bench-node", wanted, now, False)
+        t1 = time.process_time()
+        finishes, lines = [], []
+        end = now + timedelta(milliseconds=1)
+        for (job_id, ms), run_id in won.items():
+            snap = RunSnapshot(run_id, job_id, 1, 1, "schedule", slots.to_datetime(ms), "bench-node", "succeeded",
+                               now, end)  # fmt: skip
+            finishes.append(RunFinish(snap, "", 1))
+            lines.append(PendingLine(run_id, 1, now, 20, "tick", job_id, "logs.1.1"))
+        t2 = time.process_time()
+        write_batch(Batch(lines, finishes))
+        t3 = time.process_time()
+        claim_cpu += t1 - t0
+        write_cpu += t3 - t2
+        done += len(won)
+    return claim_cpu / done * 1e6, write_cpu / done * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
+    args = parser.parse_args()
+    from django.db import connection
+
+    engine_bench.prepare("", args.batch, 60)
+    connection.close()
+    claim_us, write_us = drive(args.runs, args.batch)
+    print(f"claim {claim_us:.1f} us, record {write_us:.1f} us of CPU per run (the writer thread's part)")
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(drive, args.runs, args.batch)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+
+
+if __name__ == "__main__":
+    main()
