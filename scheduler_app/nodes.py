@@ -52,6 +52,10 @@ def limit_session(lock_timeout_seconds: float | None = None) -> None:
             cursor.execute(f"SET lock_timeout = {max(100, int(lock_timeout_seconds * 1000))}")
 
 
+#: Runs of dead nodes marked lost per sweep (a full batch: the heartbeat sweeps again at once).
+SWEEP_BATCH = 1000
+
+
 def make_node_name(configured: str = "") -> str:
     """``host:pid:random``; a configured name gets the pid and random part too, so it stays unique."""
     base = configured or socket.gethostname()
@@ -72,6 +76,8 @@ class Beat:
     alive: bool
     #: the live members' names (this node included when alive)
     members: list[str]
+    #: another member's last heartbeat is ``LOST_AFTER`` old: it must be declared lost now
+    silent: bool = False
 
 
 def heartbeat(name: str, now: datetime, running_runs: int, scheduled_jobs: int, lost_after_seconds: float) -> Beat:
@@ -82,10 +88,17 @@ def heartbeat(name: str, now: datetime, running_runs: int, scheduled_jobs: int, 
         if SchedulerNode.objects.filter(name=name).exists():
             return Beat(alive=False, members=[])
         register(name, now)  # deleted by an operator: come back, we are alive
-    return Beat(alive=True, members=members(now, lost_after_seconds))
+    rows = member_heartbeats(now, lost_after_seconds)
+    cutoff = now - timedelta(seconds=lost_after_seconds)
+    return Beat(alive=True, members=[n for n, _ in rows], silent=any(n != name and at < cutoff for n, at in rows))
 
 
 def members(now: datetime, lost_after_seconds: float) -> list[str]:
+    """The names of ``member_heartbeats``."""
+    return [name for name, _at in member_heartbeats(now, lost_after_seconds)]
+
+
+def member_heartbeats(now: datetime, lost_after_seconds: float) -> list[tuple[str, datetime]]:
     """The nodes that share the jobs: registered, neither stopped nor declared lost.
 
     A node that died stays a member until it is declared lost (then its runs are marked lost in
@@ -97,7 +110,7 @@ def members(now: datetime, lost_after_seconds: float) -> list[str]:
     return list(
         SchedulerNode.objects.filter(stopped_at__isnull=True, lost_at__isnull=True, last_heartbeat__gte=recent)
         .order_by("name")
-        .values_list("name", flat=True)
+        .values_list("name", "last_heartbeat")
     )
 
 
@@ -141,7 +154,7 @@ def _mark_runs_of_dead_nodes(me: str, now: datetime, lost_after_seconds: float) 
         .values_list("id", "job_id", "job__plugin_id", "job__user_id", "node", "trigger", "slot", "started_at")
         .order_by()
     )
-    rows = list(stale[:1000])
+    rows = list(stale[:SWEEP_BATCH])
     if not rows:
         return []
     lost: list[RunSnapshot] = []

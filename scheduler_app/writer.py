@@ -43,6 +43,10 @@ RUNNING = JobRun.Status.RUNNING.value
 
 #: Rows per INSERT statement (SQLite allows 32,766 variables; 5 per line).
 CHUNK = 500
+#: Buffered records (lines and finished runs) that make a flush worth its transaction at once.
+FULL_FLUSH = 100
+#: How much longer than ``flush_interval`` a smaller buffer may wait for more records.
+MAX_FLUSH_FACTOR = 3
 
 
 @dataclass(slots=True)
@@ -102,7 +106,9 @@ class Writer:
         # records taken from the buffers whose write failed: retried first, in order
         self._retry: Batch | None = None
         self._stopping = False
+        self._stop_deadline = 0.0
         self._failing_since: float | None = None
+        self._last_flush = time.monotonic()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._tuned: object = None
         self.written_lines = 0
@@ -142,21 +148,42 @@ class Writer:
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Flush what is buffered (retrying up to ``timeout``) and end the thread; True if all was written."""
-        self._stopping = True
+        # The deadline first: the thread reads it as soon as it sees ``_stopping``.
         self._stop_deadline = time.monotonic() + timeout
+        self._stopping = True
         self._wake.set()
         self._thread.join(timeout + 5)
         return self.pending() == 0
 
     # -- the thread ----------------------------------------------------------------------------
 
+    def _flush_due(self, now: float) -> float:
+        """When the buffered records are due to be written (monotonic seconds).
+
+        A flush is a transaction whatever its size: a buffer of at least ``FULL_FLUSH`` records
+        is written ``flush_interval`` after the last flush, a smaller one waits up to
+        ``MAX_FLUSH_FACTOR`` times as long for more (a node with a small share of the jobs makes
+        fewer, fuller transactions). Stopping or retrying: now."""
+        if self._stopping or self._retry is not None:
+            return now
+        with self._lock:
+            buffered = len(self._lines) + len(self._finishes)
+        wait = self.flush_interval if buffered >= FULL_FLUSH else self.flush_interval * MAX_FLUSH_FACTOR
+        return self._last_flush + wait
+
     def _main(self) -> None:
         try:
             while True:
-                self._wake.wait(self.flush_interval)
+                now = time.monotonic()
+                self._wake.wait(max(0.0, self._flush_due(now) - now))
                 self._wake.clear()
                 # Calls first: a claim waiting behind a big flush is start lag for every run in it.
                 self._run_calls()
+                # Records on their own timer: a claim (tens a second) does not bring a flush along.
+                now = time.monotonic()
+                if now < self._flush_due(now):
+                    continue
+                self._last_flush = now
                 flushed = self._flush()
                 if self._stopping:
                     if self.pending() == 0 and not self._calls:

@@ -19,6 +19,7 @@ class FakeDatabase:
 
     def __init__(self) -> None:
         self.members = [ME]
+        self.silent = False
         self.declared_lost = False
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
@@ -27,7 +28,7 @@ class FakeDatabase:
         if fn is nodes.heartbeat:
             if self.declared_lost:
                 return nodes.Beat(alive=False, members=[])
-            return nodes.Beat(alive=True, members=self.members)
+            return nodes.Beat(alive=True, members=self.members, silent=self.silent)
         if fn is nodes.mark_lost_runs:
             return []
         return None
@@ -140,7 +141,7 @@ async def test_others_are_judged_only_after_watching_lost_after_without_a_gap():
     await world.beats(2.5)
     assert world.db.called("mark_lost_runs") == []
     await world.beats(1)
-    assert len(world.db.called("mark_lost_runs")) == 2
+    assert len(world.db.called("mark_lost_runs")) == 1
 
     # the database was down for 10 s: everybody's heartbeat is old when it comes back
     world.now += 10
@@ -149,6 +150,22 @@ async def test_others_are_judged_only_after_watching_lost_after_without_a_gap():
     assert len(world.db.called("mark_lost_runs")) == judged, "first give the others time to beat"
     await world.beats(1)
     assert len(world.db.called("mark_lost_runs")) > judged
+
+
+async def test_a_silent_member_is_swept_at_once_and_otherwise_every_lost_after():
+    world = World()
+    await world.heartbeat.register()
+    await world.beats(3)
+    swept = len(world.db.called("mark_lost_runs"))
+    assert swept == 1, "the first judging heartbeat sweeps (runs of nodes that died while nobody watched)"
+    await world.beats(2.5)
+    assert len(world.db.called("mark_lost_runs")) == swept, "nobody silent: no sweep at every heartbeat"
+    await world.beats(0.5)
+    assert len(world.db.called("mark_lost_runs")) == swept + 1, "but one every LOST_AFTER (stopped nodes' runs)"
+
+    world.db.silent = True  # a member killed or paused: its heartbeat is LOST_AFTER old
+    await world.beats(0.5)
+    assert len(world.db.called("mark_lost_runs")) == swept + 2, "declared at the first heartbeat that sees it"
 
 
 async def test_a_stopped_node_no_longer_watches_its_lease():

@@ -158,6 +158,31 @@ def test_the_writer_thread_flushes_everything_on_stop(alice):
     assert sum(len(batch.lines) for batch in committed) == 1200
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_does_not_bring_a_flush_along_records_keep_their_own_timer(alice):
+    """Each writer call (a claim, tens a second) used to flush the records too: a transaction per
+    claim. Records are written on their own timer; a small buffer waits for more."""
+    import time
+
+    job = probe_job(alice, probe_plugin(), activate=False)
+    run = _running(services.run_now(job), "a")
+    committed = []
+    writer = Writer(on_committed=committed.append, flush_interval=1.0)
+    writer.start()
+    try:
+        time.sleep(0.05)  # the thread's first wait has begun
+        writer.add_line(PendingLine(run.pk, 1, datetime.now(UTC), 20, "one line"))
+        for _ in range(5):
+            assert writer.call(lambda: JobRun.objects.count()).result(10) == 1
+        assert committed == []  # the calls ran; the line waits for its flush
+        deadline = time.monotonic() + 10
+        while not committed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [line.message for batch in committed for line in batch.lines] == ["one line"]
+    finally:
+        assert writer.stop(10)
+
+
 def test_runs_of_a_silent_node_are_marked_lost(alice):
     job = probe_job(alice, probe_plugin(), activate=False)
     now = timezone.now()
@@ -296,6 +321,11 @@ def test_members_are_the_nodes_neither_stopped_nor_lost_nor_long_silent(alice):
     assert SchedulerNode.objects.get(name="lost:5:v").lost_at is not None
     assert SchedulerNode.objects.get(name="a:1:x").lost_at is None, "silent for 3 s when judged: not yet"
     assert nodes.members(now, lost_after_seconds=3) == ["a:1:x", "b:2:y"]
+    beat = nodes.heartbeat("b:2:y", now, 0, 1, lost_after_seconds=3)
+    assert beat.members == ["a:1:x", "b:2:y"]
+    assert beat.silent, "a:1:x's heartbeat is older than LOST_AFTER: the heartbeat asks for a sweep now"
+    nodes.heartbeat("a:1:x", now, 0, 1, lost_after_seconds=3)
+    assert not nodes.heartbeat("b:2:y", now, 0, 1, lost_after_seconds=3).silent
 
 
 def test_retention_prunes_by_age_and_by_count_in_batches(alice):

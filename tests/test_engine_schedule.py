@@ -179,6 +179,34 @@ def test_a_node_that_takes_jobs_over_catches_up_their_latest_slot_once():
     assert 3 in {s.id for s, _ in handed}
 
 
+def test_jobs_of_another_share_leave_the_heap_and_come_back_when_gained():
+    """A node pays per slot of its own share: another member's job leaves the heap at its first
+    due slot, and comes back (with its latest slot caught up) when the node gains it."""
+    jobs = [spec(job_id, interval=1, updated_ms=0) for job_id in range(1, 11)]
+    schedule = loaded(*jobs)
+    mine = {2, 3, 5, 7}
+    handed = run_through_owned(schedule, T0, T0 + 3000, lambda job_id: job_id in mine)
+    assert {job_id for job_id, _ in handed} == mine
+    assert len(schedule._heap) == len(mine), "the other jobs were popped once, not once per slot"
+
+    now = T0 + 3500
+    owned, due = schedule.take_over(lambda job_id: job_id in mine, lambda job_id: True, now)
+    assert owned == 10
+    assert {s.id for s, _ in due} == set(range(1, 11)) - mine, "the gained jobs' latest slots, once"
+    schedule.released([s.id for s, _ in due])
+    later = run_through_owned(schedule, now + 1, now + 3000, lambda job_id: True)
+    assert {job_id for job_id, _ in later} == set(range(1, 11)), "every job is scheduled again"
+
+
+def run_through_owned(schedule, start, end, owns, step=50):
+    seen = []
+    for now in range(start, end + 1, step):
+        batch = schedule.due(now, owns=owns)
+        seen += [(s.id, slot) for s, slot in batch]
+        schedule.released([s.id for s, _ in batch])
+    return seen
+
+
 def test_a_job_taken_over_while_it_still_runs_here_or_saved_after_its_slot_is_not_caught_up():
     running, fresh = spec(1, interval=10, updated_ms=0), spec(2, interval=10, updated_ms=T0 + 5000)
     schedule = loaded(running, fresh, now=T0 + 5000)

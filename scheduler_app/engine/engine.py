@@ -30,6 +30,7 @@ from scheduler_app.engine.access import Database
 from scheduler_app.engine.claimer import Claimer
 from scheduler_app.engine.counters import Counters
 from scheduler_app.engine.heartbeat import Heartbeat
+from scheduler_app.engine.pacing import PacedTrigger, Pacer
 from scheduler_app.engine.reconcile import Reconciler, listen
 from scheduler_app.engine.registry import PluginRegistry, make_registry
 from scheduler_app.engine.schedule import Schedule
@@ -44,8 +45,6 @@ from scheduler_app.writer import RunFinish, Writer
 
 log = logging.getLogger("scheduler_app.engine")
 
-#: How often the APScheduler tick pops due slots (bounds the added start lag).
-TICK_SECONDS = 0.02
 #: How often a node looks in the database for cancel requests a lost message did not bring.
 CANCEL_CHECK_SECONDS = 2.0
 
@@ -84,6 +83,8 @@ class Engine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._claimers: list[asyncio.Task[Any]] = []
         self._apscheduler: Any = None
+        self._tick_job: Any = None
+        self.pacer = Pacer()
         #: run id -> the spec it runs (for retries and the lines that name its time zone)
         self._specs: dict[int, JobSpec] = {}
         #: job id -> (spec, plugin, config) of a config runs may share (``immutable_config``):
@@ -160,17 +161,24 @@ class Engine:
                  len(self.schedule), " (embedded in the web process)" if self.embedded else "")  # fmt: skip
 
     def _start_tick(self) -> None:
+        """APScheduler runs the tick when a slot is due, paced to the rate (``engine.pacing``)."""
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
-        from apscheduler.triggers.interval import IntervalTrigger
 
         self._apscheduler = AsyncIOScheduler(
             event_loop=asyncio.get_running_loop(),
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        self._apscheduler.add_job(
-            self._tick, IntervalTrigger(seconds=TICK_SECONDS), id="tick", name="dispatch due slots"
+        self._tick_job = self._apscheduler.add_job(
+            self._tick, PacedTrigger(self.pacer, self.schedule.next_due_ms), id="tick", name="dispatch due slots"
         )
         self._apscheduler.start()
+
+    def _wake_tick(self) -> None:
+        """The schedule changed: tick earlier if a slot now comes due before the planned tick."""
+        due_ms = self.schedule.next_due_ms()
+        planned = self._tick_job.next_run_time if self._tick_job is not None else None
+        if due_ms is not None and planned is not None and due_ms < planned.timestamp() * 1000:
+            self._tick_job.modify(next_run_time=max(slots.to_datetime(due_ms), utcnow()))
 
     def request_stop(self) -> None:
         self._stop_requested.set()
@@ -254,7 +262,9 @@ class Engine:
 
     async def _tick(self) -> None:
         """APScheduler's job: hand every due slot to the claimer (cheap; never awaits)."""
-        due = self.schedule.due(now_ms(), self.heartbeat.membership.mine)
+        now = now_ms()
+        due = self.schedule.due(now, self.heartbeat.membership.mine)
+        self.pacer.ticked(now / 1000, len(due))
         # the pure schedule only counts; the totals become Prometheus counters here
         metrics.slots_counted(self.counters.coalesced, self.counters.skipped_overlap)
         if due:
@@ -415,6 +425,8 @@ class Engine:
             for run in [r for r in self.supervisor.active.values() if r.run.job_id == job_id]:
                 self.supervisor.cancel(run, CANCELLED, "cancelled: the job was deleted")
         self.registry.preload((spec.package, spec.code_version) for spec in diff.upserted)
+        if diff.upserted:
+            self._wake_tick()
         if self.started and (diff.upserted or diff.removed):
             log.info("schedule updated: %d jobs added or changed, %d removed; %d active", len(diff.upserted),
                      len(diff.removed), len(self.schedule))  # fmt: skip

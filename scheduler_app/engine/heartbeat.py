@@ -6,7 +6,11 @@ The rules live in ``scheduler_app.cluster`` (the lease, rendezvous shares; pure)
 - every ``HEARTBEAT_SECONDS`` a heartbeat renews the lease and reads the live members; a
   changed member list is handed to ``on_members`` (the engine takes over the jobs it gained);
 - once this node has watched for ``LOST_AFTER_SECONDS`` without a gap it declares silent
-  nodes lost and marks their runs lost (``nodes.mark_lost_runs``), publishing those runs;
+  nodes lost and marks their runs lost (``nodes.mark_lost_runs``), publishing those runs: at
+  once when the heartbeat's read shows a member silent for ``LOST_AFTER_SECONDS`` (a killed or
+  paused node), and every ``LOST_AFTER_SECONDS`` otherwise (the leftover runs of a stopped or
+  deleted node, a node silent for so long it no longer shows among the members). Sweeping at
+  every heartbeat cost each node three statements twice a second for nothing;
 - ``check_lease`` (after every wake-up of runscheduler's loop, see ``scheduler_app.wakeup``,
   and every 0.1 s otherwise) fences this node the moment its lease expires: ``on_fence``
   cancels its runs, and ``may_act`` says no to claims until a heartbeat gets through;
@@ -81,6 +85,8 @@ class Heartbeat:
         self.fence_reason = ""
         #: when this node last saw the members change (it started, joined, lost or renamed one)
         self._members_changed_at = monotonic()
+        #: when the next sweep is due without a silent member (monotonic seconds)
+        self._next_sweep = 0.0
         self._stopped = False
         self._failing_since: float | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -130,8 +136,11 @@ class Heartbeat:
         if self.membership.update(beat.members):
             self._members_changed_at = self.monotonic()
             self.on_members(before)
-        if self.lease.may_judge(self.monotonic()):
-            await self.sweep()
+        now = self.monotonic()
+        if self.lease.may_judge(now) and (beat.silent or now >= self._next_sweep):
+            self._next_sweep = now + self.lost_after_seconds
+            if len(await self.sweep()) >= nodes.SWEEP_BATCH:
+                self._next_sweep = now  # more left: the next heartbeat goes on
 
     async def sweep(self) -> list[RunSnapshot]:
         """Declare silent nodes lost and mark lost the runs of lost, stopped or unknown nodes."""

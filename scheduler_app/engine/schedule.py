@@ -8,9 +8,12 @@ It holds a heap of (next slot, job) and answers three questions:
 - ``due(now, owns)``: the slots to claim now, of the jobs this node ``owns`` (its share, see
   ``cluster.Membership``). Missed slots of one job are coalesced into the latest one; a job
   still running (or with a claim in flight) skips its slot, so it never overlaps itself on this
-  node (the claim's "running anywhere" check covers other nodes).
+  node (the claim's "running anywhere" check covers other nodes). A job of another member's
+  share leaves the heap at its first due slot (*parked*): a node pays per slot of its own
+  share only, not per slot of every job.
 - ``take_over(owned_before, owns, now)``: the members changed; the latest slot of each job this
-  node gained is due now (its previous owner may be gone).
+  node gained is due now (its previous owner may be gone), and its parked jobs of the new share
+  go back into the heap.
 - ``started`` / ``ended`` / ``released``: the bookkeeping of runs and claims in flight.
 
 Slot times come from ``slot_at_or_before`` and ``slot_after`` below, the seam to
@@ -72,6 +75,8 @@ class _Entry:
     spec: JobSpec
     next_ms: int = 0
     generation: int = 0
+    #: out of the heap: another member's share (``take_over`` puts it back when it is gained)
+    parked: bool = False
 
 
 class Schedule:
@@ -132,6 +137,7 @@ class Schedule:
     def _push(self, entry: _Entry, due_ms: int) -> None:
         entry.generation = next(self._generations)
         entry.next_ms = due_ms
+        entry.parked = False
         heapq.heappush(self._heap, (due_ms, entry.spec.id, entry.generation))
 
     # -- what is due --------------------------------------------------------------------------
@@ -150,6 +156,9 @@ class Schedule:
             entry = jobs.get(job_id)
             if entry is None or entry.generation != generation:
                 continue  # removed or rescheduled since
+            if owns is not None and not owns(job_id):
+                entry.parked = True  # another member's share: out of the heap until gained
+                continue
             spec = entry.spec
             slot_ms, entry.next_ms = due_ms, slot_after(spec, due_ms)
             if entry.next_ms <= now_ms:  # late past the next slot too (a stall): coalesce into the latest
@@ -160,8 +169,6 @@ class Schedule:
                 if missed:
                     self._notes[job_id] = (slot_ms, COALESCED.format(missed, "s" if missed != 1 else ""))
             heapq.heappush(heap, (entry.next_ms, job_id, generation))
-            if owns is not None and not owns(job_id):
-                continue  # another member's share
             if job_id in self._running or job_id in self._claiming:
                 counters.skipped_overlap += 1
                 self._skipped.append((job_id, slot_ms))
@@ -183,9 +190,11 @@ class Schedule:
             if not owns(job_id):
                 continue
             owned += 1
+            latest = slot_at_or_before(entry.spec, now_ms)
+            if entry.parked:
+                self._push(entry, slot_after(entry.spec, now_ms if latest is None else latest))
             if owned_before(job_id) or job_id in self._running or job_id in self._claiming:
                 continue
-            latest = slot_at_or_before(entry.spec, now_ms)
             if latest is not None and latest >= entry.spec.updated_ms:
                 self._claiming.add(job_id)
                 out.append((entry.spec, latest))
