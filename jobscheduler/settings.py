@@ -192,6 +192,8 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 # Production hardening; `manage.py check --deploy` is clean with the environment in docs/deployment.md.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Database sessions (revocable at once on every process), read with SQL compiled once per process.
+SESSION_ENGINE = "scheduler_app.sessions"
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 3600, minimum=0)

@@ -15,6 +15,8 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q
 
+from scheduler_app.compiled_sql import CompiledQuery
+
 #: The permission that lets a user read every user's jobs, runs and logs.
 VIEW_ALL_PERMISSION = "scheduler_app.view_job"
 _APP_LABEL, _CODENAME = VIEW_ALL_PERMISSION.split(".")
@@ -44,13 +46,21 @@ def _has_view_all_permission(user: Any) -> bool:
         return True
     if list(settings.AUTHENTICATION_BACKENDS) != [_MODEL_BACKEND]:
         return bool(user.has_perm(VIEW_ALL_PERMISSION))
+    return bool(_VIEW_ALL_GRANT.run(user_id=user.pk, group_user_id=user.pk))
+
+
+def _view_all_grants(user_id: int, group_user_id: int) -> Any:
     from django.contrib.auth.models import Permission
 
     return (
         Permission.objects.filter(content_type__app_label=_APP_LABEL, codename=_CODENAME)
-        .filter(Q(user=user) | Q(group__user=user))
-        .exists()
+        .filter(Q(user__id=user_id) | Q(group__user__id=group_user_id))
+        .values_list("pk", flat=True)[:1]
     )
+
+
+# The same SQL for every user: compiled once per process (scheduler_app/compiled_sql.py).
+_VIEW_ALL_GRANT = CompiledQuery(_view_all_grants, user_id=-7_000_021, group_user_id=-7_000_022)
 
 
 def can_view(user: Any, owner: Any) -> bool:

@@ -21,6 +21,10 @@ from django.utils.crypto import constant_time_compare
 
 CLOSE_UNAUTHENTICATED = 4401
 
+#: Session engines that keep sessions in Django's session table (scheduler_app/sessions.py reads it
+#: with SQL compiled once): their sessions are checked with one query.
+DATABASE_ENGINES = frozenset({"django.contrib.sessions.backends.db", "scheduler_app.sessions"})
+
 
 @database_sync_to_async
 def sessions_ended(pairs: set[tuple[str, Any]]) -> set[tuple[str, Any]]:
@@ -32,7 +36,7 @@ def sessions_ended(pairs: set[tuple[str, Any]]) -> set[tuple[str, Any]]:
         str(user.pk): user for user in get_user_model().objects.filter(pk__in={pk for _, pk in pairs}, is_active=True)
     }
     keys = {key for key, _ in pairs}
-    if settings.SESSION_ENGINE == "django.contrib.sessions.backends.db":
+    if settings.SESSION_ENGINE in DATABASE_ENGINES:
         from django.contrib.sessions.models import Session
         from django.utils import timezone
 

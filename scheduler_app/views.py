@@ -37,6 +37,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from scheduler_app import access, schedules, selectors, services, stats, streams, tracebacks
+from scheduler_app.compiled_sql import CompiledQuery
 from scheduler_app.forms import ConfirmDeleteForm, JobForm
 from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import PluginLoadError
@@ -101,8 +102,21 @@ def _own_job(request: HttpRequest, job_id: int) -> Job:
     return get_object_or_404(Job.objects.select_related("plugin"), pk=job_id, user_id=_uid(request))
 
 
+# Fixed queries of the pages, compiled once per process (scheduler_app/compiled_sql.py).
+_JOB_WITH_PLUGIN_AND_OWNER = CompiledQuery(
+    lambda job_id: Job.objects.select_related("plugin", "user").filter(pk=job_id), job_id=-7_000_011
+)
+_PLUGIN = CompiledQuery(lambda plugin_id: Plugin.objects.filter(pk=plugin_id), plugin_id=-7_000_012)
+
+
+def _one_or_404(rows: list[Any], what: str) -> Any:
+    if not rows:
+        raise Http404(f"no such {what}")
+    return rows[0]
+
+
 def _visible_job(request: HttpRequest, job_id: int) -> Job:
-    job = get_object_or_404(Job.objects.select_related("plugin", "user"), pk=job_id)
+    job: Job = _one_or_404(_JOB_WITH_PLUGIN_AND_OWNER.run(job_id=job_id), "job")
     if not access.can_view(request.user, job.user_id):
         raise Http404("no such job")
     return job
@@ -249,7 +263,7 @@ def _render_plugin_page(
 @require_GET
 def plugin_page(request: HttpRequest, plugin_id: int, user_id: int | None = None) -> HttpResponse:
     subject = _subject(request, user_id)
-    plugin = get_object_or_404(Plugin, pk=plugin_id)
+    plugin: Plugin = _one_or_404(_PLUGIN.run(plugin_id=plugin_id), "plugin")
     if not plugin.enabled and not Job.objects.filter(user=subject, plugin=plugin).exists():
         raise Http404("no such plugin")
     return _render_plugin_page(request, plugin, subject)
