@@ -54,6 +54,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import engine_bench  # noqa: E402  (bench/ is this script's folder: the same database filling)
+
 from tests import trail  # noqa: E402  (the failover test's plugin and its trail reader)
 
 OUT = Path("/tmp/jobscheduler-chaos")
@@ -222,24 +224,9 @@ def setup_django(args: argparse.Namespace) -> None:
 
 
 def prepare(jobs: int, package: str, config: dict) -> list[int]:
-    from django.contrib.auth import get_user_model
     from django.db import connection
 
-    from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
-
-    LogLine.objects.all().delete()
-    JobRun.objects.all().delete()
-    SchedulerNode.objects.all().delete()
-    Job.objects.all().delete()
-    Plugin.objects.all().delete()
-    User = get_user_model()
-    have = User.objects.filter(username__startswith="chaos").count()
-    if have < jobs:
-        User.objects.bulk_create([User(username=f"chaos{i}", password="!") for i in range(have, jobs)], batch_size=5000)
-    plugin = Plugin.objects.create(name="chaos", package=package, interval=1, timeout=60)
-    users = list(User.objects.filter(username__startswith="chaos").order_by("id").values_list("id", flat=True)[:jobs])
-    Job.objects.bulk_create([Job(user_id=u, plugin=plugin, config=config, active=True) for u in users], batch_size=5000)
-    ids = list(Job.objects.values_list("id", flat=True))
+    ids = engine_bench.fill_jobs("chaos", jobs, package, 1, lambda i: {"config": config})
     connection.close()  # PostgreSQL restarts later: no idle connection of ours should be in the way
     return ids
 

@@ -85,35 +85,43 @@ CRON_ZONES = ["UTC", "Europe/Paris", "Europe/London", "America/New_York", "Ameri
 def prepare(db_url: str, jobs: int, interval: int, cron: int = 0) -> None:
     """A database with ``jobs`` active jobs of the bench plugin (one user each); the first
     ``cron`` of them have a cron schedule of the same period instead of the plugin's interval."""
-    from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
-
-    from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
 
     if connection.vendor == "sqlite":
         connection.close()
         for suffix in ("", "-wal", "-shm"):
             Path(connection.settings_dict["NAME"] + suffix).unlink(missing_ok=True)
     call_command("migrate", verbosity=0)
+    fill_jobs("bench", jobs, PACKAGE, interval, lambda i: _cron_fields(i, interval) if i < cron else {})
+
+
+def fill_jobs(prefix: str, jobs: int, package: str, interval: int, fields: Any = lambda i: {}) -> list[int]:
+    """Empty the scheduler's tables, then ``jobs`` active jobs of one plugin, one per user (users
+    ``<prefix>0``, ``<prefix>1``... made once and kept); ``fields(i)`` adds to the i-th job's fields.
+    Returns the jobs' ids. Used by this bench and bench/chaos.py."""
+    from django.contrib.auth import get_user_model
+
+    from scheduler_app.models import Job, JobRun, LogLine, Plugin, SchedulerNode
+
     LogLine.objects.all().delete()
     JobRun.objects.all().delete()
     SchedulerNode.objects.all().delete()
     Job.objects.all().delete()
     Plugin.objects.all().delete()
     User = get_user_model()
-    have = User.objects.filter(username__startswith="bench").count()
+    have = User.objects.filter(username__startswith=prefix).count()
     if have < jobs:
-        User.objects.bulk_create([User(username=f"bench{i}", password="!") for i in range(have, jobs)], batch_size=5000)
-    plugin = Plugin.objects.create(name="bench", package=PACKAGE, interval=interval, timeout=60)
-    users = list(User.objects.filter(username__startswith="bench").order_by("id").values_list("id", flat=True)[:jobs])
+        User.objects.bulk_create(
+            [User(username=f"{prefix}{i}", password="!") for i in range(have, jobs)], batch_size=5000
+        )
+    plugin = Plugin.objects.create(name=prefix, package=package, interval=interval, timeout=60)
+    users = list(User.objects.filter(username__startswith=prefix).order_by("id").values_list("id", flat=True)[:jobs])
     Job.objects.bulk_create(
-        [
-            Job(user_id=u, plugin=plugin, config={}, active=True, **_cron_fields(i, interval) if i < cron else {})
-            for i, u in enumerate(users)
-        ],
+        [Job(user_id=u, plugin=plugin, active=True, **{"config": {}, **fields(i)}) for i, u in enumerate(users)],
         batch_size=5000,
     )
+    return list(Job.objects.values_list("id", flat=True))
 
 
 def _cron_fields(i: int, interval: int) -> dict[str, Any]:

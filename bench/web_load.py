@@ -197,6 +197,21 @@ async def load(
     }
 
 
+def user_pages() -> list[tuple[str, str, int]]:
+    """The pages measured, as (name, path, expected status): the trivial view and alice's three
+    pages in the demo data. Also bench/web_ratio.py's."""
+    from scheduler_app.models import Job
+
+    job = Job.objects.filter(user__username="alice", plugin_id=1).order_by("pk").first()
+    assert job is not None, "the demo data has alice's jobs"
+    return [
+        ("trivial view (/favicon.ico)", "/favicon.ico", 302),
+        ("dashboard", "/", 200),
+        ("plugin page", f"/plugins/{job.plugin_id}/", 200),
+        ("run history", f"/jobs/{job.pk}/runs/", 200),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pg", required=True, help="PostgreSQL server URL without database (a private instance)")
@@ -209,16 +224,7 @@ def main() -> None:
     args = parser.parse_args()
 
     env = setup(args)
-    from scheduler_app.models import Job
-
-    job = Job.objects.filter(user__username="alice", plugin_id=1).order_by("pk").first()
-    assert job is not None, "the demo data has alice's jobs"
-    pages = [
-        ("trivial view (/favicon.ico)", "/favicon.ico", 302),
-        ("dashboard", "/", 200),
-        ("plugin page", f"/plugins/{job.plugin_id}/", 200),
-        ("run history", f"/jobs/{job.pk}/runs/", 200),
-    ]
+    pages = user_pages()
     # two sessions of alice per web process (every page is hers)
     cookies = [session_cookie("alice"), session_cookie("alice")]
     from django.db import connection

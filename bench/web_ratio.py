@@ -41,16 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     env = web_load.setup(args)
-    from scheduler_app.models import Job
-
-    job = Job.objects.filter(user__username="alice", plugin_id=1).order_by("pk").first()
-    assert job is not None, "the demo data has alice's jobs"
-    pages = [
-        ("trivial view (/favicon.ico)", "/favicon.ico", 302),
-        ("dashboard", "/", 200),
-        ("plugin page", f"/plugins/{job.plugin_id}/", 200),
-        ("run history", f"/jobs/{job.pk}/runs/", 200),
-    ]
+    pages = web_load.user_pages()
     cookies = [web_load.session_cookie("alice")]
     from django.db import connection
 
