@@ -34,6 +34,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from psycopg_pool import PoolTimeout
 
 from scheduler_app import metrics
 
@@ -52,6 +53,8 @@ PROBE_PATHS = ("/healthz", "/readyz", "/metrics")
 
 def check_database() -> str:
     """'' when the database answers a query, else what went wrong."""
+    if getattr(connection, "pool", None) is not None:  # PostgreSQL web processes
+        return pool_error()
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -61,6 +64,27 @@ def check_database() -> str:
         return f"{type(exc).__name__}: {exc}".strip()[:500]
     finally:
         connection.close()  # a probe thread must not keep connections (PostgreSQL counts them)
+
+
+def pool_error(timeout: float = CHECK_TIMEOUT) -> str:
+    """'' when the process has no connection pool or it lends a connection that answers
+    within ``timeout``, else what went wrong.
+
+    The pool's own wait (``DB_POOL_TIMEOUT``, 20 s) is a request's: a probe or the start-up
+    checks must not hang that long on a database that is down (nor hold up the process's exit).
+    """
+    pool = getattr(connection, "pool", None)
+    if pool is None:
+        return ""
+    try:
+        pool.open()  # Django opens it at the first request; a no-op once open
+        with pool.connection(timeout=timeout) as conn:
+            conn.execute("SELECT 1")
+        return ""
+    except PoolTimeout:
+        return f"no connection within {timeout:g} s ({database_name()})"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}".strip()[:500]
 
 
 def database_name() -> str:
@@ -108,10 +132,8 @@ async def readiness() -> tuple[bool, dict[str, Any]]:
     """Run every readiness check concurrently; (ok, JSON body)."""
     # Their own threads (not the one thread Django's sync code shares): a hung database
     # connection must not hold up the pages.
-    db_error, layer_error, nodes = await asyncio.gather(
-        _with_timeout(sync_to_async(check_database, thread_sensitive=False)(), database_name()),
-        _with_timeout(check_channel_layer(), "channel layer"),
-        _with_timeout(sync_to_async(_live_nodes_or_error, thread_sensitive=False)(), "scheduler nodes"),
+    (db_error, nodes), layer_error = await asyncio.gather(
+        _database_then_nodes(), _with_timeout(check_channel_layer(), "channel layer")
     )
     checks: dict[str, Any] = {
         "database": {"ok": not db_error, **({"error": db_error} if db_error else {})},
@@ -124,6 +146,16 @@ async def readiness() -> tuple[bool, dict[str, Any]]:
         checks["scheduler_nodes"] = {"ok": False, "error": nodes}
     failing = [name for name, check in checks.items() if not check["ok"]]
     return not failing, {"status": "failing" if failing else "ok", "failing": failing, "checks": checks}
+
+
+async def _database_then_nodes() -> tuple[str, int | str]:
+    """The database check, then (only if it answered) the count of live nodes: counting them
+    on a database that is down would wait for the pool's full timeout."""
+    db_error = await _with_timeout(sync_to_async(check_database, thread_sensitive=False)(), database_name())
+    if db_error:
+        return db_error, "not checked: the database does not answer"
+    nodes = await _with_timeout(sync_to_async(_live_nodes_or_error, thread_sensitive=False)(), "scheduler nodes")
+    return db_error, nodes
 
 
 def _live_nodes_or_error() -> int | str:

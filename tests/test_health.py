@@ -55,7 +55,10 @@ def web(tmp_path: Path) -> Iterator[Web]:
 
 def test_readyz_answers_503_and_names_the_database_when_it_is_unreachable(web):
     closed = free_port()
-    base = web.start("nodb", DB_CONNECTION=f"postgres://postgres@127.0.0.1:{closed}/jobscheduler")
+    # A request waits up to DB_POOL_TIMEOUT for a pooled connection; neither start-up, nor the
+    # probe, nor the exit may wait that long (wait_for_port gives up after 30 s).
+    dead = f"postgres://postgres@127.0.0.1:{closed}/jobscheduler"
+    base = web.start("nodb", DB_CONNECTION=dead, DB_POOL_TIMEOUT="120")
     assert get(f"{base}/healthz") == (200, {"status": "ok"})  # the process itself is fine
     status, body = get(f"{base}/readyz")
     assert status == 503
@@ -66,6 +69,8 @@ def test_readyz_answers_503_and_names_the_database_when_it_is_unreachable(web):
     # timeout; either way the message names the database's address
     error = body["checks"]["database"]["error"]
     assert f"127.0.0.1:{closed}" in error or (str(closed) in error and "refused" in error), error
+    assert body["checks"]["scheduler_nodes"]["error"] == "not checked: the database does not answer"
+    assert web.procs[0].stop() == 0  # SIGTERM exits cleanly; no probe thread holds it up
 
 
 def test_readyz_names_a_dead_channel_layer_and_a_missing_scheduler(web):
