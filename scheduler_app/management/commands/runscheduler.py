@@ -40,8 +40,25 @@ class Command(BaseCommand):
 
         # A loop that checks the node's lease whenever it wakes up (a SIGSTOPped node cancels its
         # runs before any of them takes another step): see scheduler_app/wakeup.py.
-        with asyncio.Runner(loop_factory=wakeup.new_event_loop) as runner:
+        runner = asyncio.Runner(loop_factory=wakeup.new_event_loop)
+        try:
             runner.run(self._main(node_name, health_port, health_host))
+        except BaseException:
+            runner.close()
+            raise
+        leftovers = [task for task in asyncio.all_tasks(runner.get_loop()) if not task.done()]
+        if not leftovers:
+            runner.close()
+            return
+        # The engine stopped and wrote every record; what is left are runs it abandoned (their
+        # plugins swallow asyncio.CancelledError). Closing the runner would cancel them once
+        # more and wait for them to end on their own -- for as long as the plugin likes, so
+        # SIGTERM would end in the supervisor's SIGKILL. Exit without them.
+        log.warning("exiting with %d abandoned run(s) still going (their records are written)", len(leftovers))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     async def _main(self, node_name: str, health_port: int | None = None, health_host: str = "127.0.0.1") -> None:
         from scheduler_app import alerts, nodes
