@@ -10,7 +10,7 @@ no message can arrive); a skipped slot is a line in the job's log.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
@@ -40,9 +40,13 @@ def test_three_nodes_even_seconds_retries_with_growing_delays_and_a_cancel(sched
     plugin = probe_plugin(interval=3600)
     even = with_schedule(probe_job(alice, plugin), schedule="*/2 * * * * *", timezone="Europe/Paris")
     failing_plugin = probe_plugin(interval=3600, name="Control", package=CONTROL)
+    # one slot a minute, the first a few seconds from now (a slot that comes due while the
+    # nodes start is caught up): one slot and its retries in the window, without waiting up
+    # to a whole interval for it
+    soon = (datetime.now(UTC) + timedelta(seconds=5)).second
     failing = with_schedule(
         probe_job(alice, failing_plugin, mode="fail", message="boom"),
-        schedule="every 30s",
+        schedule=f"{soon} * * * * *",
         max_retries=2,
         retry_delay_seconds=1,
         retry_max_delay_seconds=10,
