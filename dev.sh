@@ -64,11 +64,12 @@ ensure_chromium() {
     fi
 }
 
-# One leg of the suite: pytest with its output kept for the summary.
+# One leg of the suite: pytest with its output kept for the summary, whose line goes to
+# $LEGS_DIR/<name> (a leg may run in a background subshell).
 # pytest's exit code 5 ("no tests collected") means the selection matched nothing, which must
 # never pass silently: it is a failure, except for the PostgreSQL leg when the arguments
 # selected only browser tests (which run on SQLite only).
-LEGS=()
+LEGS_DIR=$(mktemp -d)
 run_leg() {
     local name=$1 empty_ok=$2; shift 2
     local log
@@ -88,14 +89,17 @@ run_leg() {
     elif [ "$rc" != 0 ]; then
         verdict="FAILED (pytest exit code $rc)"
     fi
-    LEGS+=("$(printf '%-11s %-7s %s  [%ss wall]' "$name" "$verdict" "${line:-no summary}" $((SECONDS - start)))")
+    printf '%-11s %-7s %s  [%ss wall]\n' "$name" "$verdict" "${line:-no summary}" $((SECONDS - start)) >"$LEGS_DIR/$name"
     [ "$verdict" = ok ]
 }
 
 summary() {
     local failed=$1
     printf '\n%s==> summary%s\n' "$BOLD" "$PLAIN" >&2
-    for leg in "${LEGS[@]}"; do printf '    %s\n' "$leg" >&2; done
+    for name in SQLite PostgreSQL; do
+        [ -f "$LEGS_DIR/$name" ] && printf '    %s\n' "$(cat "$LEGS_DIR/$name")" >&2
+    done
+    rm -rf "$LEGS_DIR"
     if [ "$failed" = 0 ]; then
         printf '%s==> all tests passed%s\n' "$GREEN" "$PLAIN" >&2
     else
@@ -146,11 +150,27 @@ test)
               psql "${PG_URL%/*}/postgres" -qXc "DROP DATABASE IF EXISTS \"test_${PG_URL##*/}_devsh$$\" WITH (FORCE)" \
                   >/dev/null 2>&1 || true' EXIT
     fi
-    export CHANNEL_LAYER_PREFIX=${CHANNEL_LAYER_PREFIX:-devsh$$}
-    failed=0
-    run_leg SQLite no env -u DB_CONNECTION "$VENV/bin/python" -m pytest "$@" || failed=1
+    prefix=${CHANNEL_LAYER_PREFIX:-devsh$$}
+    sqlite_leg=(env -u DB_CONNECTION CHANNEL_LAYER_PREFIX="${prefix}sq" "$VENV/bin/python" -m pytest "$@")
     # The browser tests drive the same server code; they run once, on SQLite.
-    run_leg PostgreSQL yes env DB_CONNECTION="$PG_URL" "$VENV/bin/python" -m pytest -m "not browser" "$@" || failed=1
+    pg_leg=(env DB_CONNECTION="$PG_URL" CHANNEL_LAYER_PREFIX="${prefix}pg" "$VENV/bin/python" -m pytest -m "not browser" "$@")
+    failed=0
+    if [ "${TEST_LEGS:-parallel}" = parallel ] && [ "$(nproc)" -ge 2 ]; then
+        # Both legs at once: each spends most of its time waiting on real processes, servers
+        # and the browser, so together they take little longer than one. Their databases and
+        # channel-layer prefixes are their own. The PostgreSQL leg's output follows the SQLite one's.
+        pg_log=$(mktemp)
+        run_leg PostgreSQL yes "${pg_leg[@]}" >"$pg_log" 2>&1 &
+        pg_pid=$!
+        run_leg SQLite no "${sqlite_leg[@]}" || failed=1
+        wait "$pg_pid" || failed=1
+        say "the PostgreSQL leg (it ran beside the SQLite leg)"
+        cat "$pg_log"
+        rm -f "$pg_log"
+    else
+        run_leg SQLite no "${sqlite_leg[@]}" || failed=1
+        run_leg PostgreSQL yes "${pg_leg[@]}" || failed=1
+    fi
     summary "$failed"
     exit "$failed"
     ;;
