@@ -2,10 +2,7 @@
 
 Due slots arrive from the schedule (``offer``); one claim round takes up to
 ``MAX_CLAIM_BATCH`` of them and claims them in one statement in the writer thread
-(``claims.claim_slots``); every won claim becomes a ``RunSnapshot`` handed to ``start``. Up to
-``ROUNDS_IN_FLIGHT`` rounds are on their way at once: the slots of the next tick are claimed
-while the loop starts the runs of the last one (a round's jobs are marked claiming in the
-schedule, so no job is in two rounds). Queued
+(``claims.claim_slots``); every won claim becomes a ``RunSnapshot`` handed to ``start``. Queued
 runs (manual runs, and retries once their delay has passed) are claimed the same way, woken by
 ``run.queued`` notifications (or a retry's timer) with a short poll as the fallback; only the
 queued runs of this node's share (``owns``) are claimed. The claimer knows nothing of plugins.
@@ -36,8 +33,6 @@ log = logging.getLogger("scheduler_app.engine")
 
 #: Most slots claimed in one claim round (a burst after downtime is spread over rounds).
 MAX_CLAIM_BATCH = 2000
-#: Claim rounds on their way at once (the writer thread runs them one after the other).
-ROUNDS_IN_FLIGHT = 2
 #: Fallback poll for queued manual runs when no notification arrives.
 QUEUED_POLL_SECONDS = 0.5
 
@@ -94,33 +89,12 @@ class Claimer:
     # -- scheduled slots ---------------------------------------------------------------------
 
     async def slots_loop(self) -> None:
-        """Claim offered slots until ``stop``; the rounds on their way end (their runs start) first."""
-        rounds: set[asyncio.Task[int]] = set()
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                await self._due_ready.wait()
-                if self._stopping:
-                    return
-                if len(rounds) >= ROUNDS_IN_FLIGHT:
-                    await asyncio.wait(rounds, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                self._due_ready.clear()
-                task = loop.create_task(self.claim_round(), name="claim round")
-                rounds.add(task)
-                task.add_done_callback(self._round_ended(rounds))
-        finally:
-            if rounds:
-                await asyncio.gather(*rounds, return_exceptions=True)
-
-    def _round_ended(self, rounds: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
-        def ended(task: asyncio.Task[int]) -> None:
-            rounds.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                exc = task.exception()
-                log.error("claim round failed (%s: %s)", type(exc).__name__, exc, exc_info=exc)
-
-        return ended
+        while True:
+            await self._due_ready.wait()
+            self._due_ready.clear()
+            if self._stopping:
+                return
+            await self.claim_round()
 
     async def claim_round(self) -> int:
         """Claim one batch of the offered slots; start the runs won; return how many."""
