@@ -496,7 +496,7 @@ def ratios(
     ladders = [
         Ladder(
             "runscheduler",
-            OUR_RATES,
+            our_rates or OUR_RATES,
             lambda r: measure_scheduler(db_url, r * 2, 2, seconds, nodes=nodes),
             ours_keeps_up,
         ),
