@@ -135,12 +135,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def start_scheduler(db_url: str, log_path: Path, redis: bool = False) -> tuple[subprocess.Popen, float, float]:
+def start_scheduler(
+    db_url: str, log_path: Path, redis: bool = False, node: str = "bench"
+) -> tuple[subprocess.Popen, float, float]:
     """Start runscheduler; return (process, seconds until it reported started, engine's own load time)."""
     log = open(log_path, "wb")
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "runscheduler", "--node-name", "bench"],
+        [sys.executable, "manage.py", "runscheduler", "--node-name", node],
         cwd=ROOT,
         env=django_env(db_url, redis),
         stdout=log,
@@ -172,22 +174,43 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+#: Several nodes: the window starts once their division of the jobs has settled (every node
+#: locks claimed jobs for 2 x LOST_AFTER_SECONDS after a member joins; 3 s by default).
+NODES_SETTLE_SECONDS = 7
+
+
 def measure_scheduler(
-    db_url: str, jobs: int, interval: int, seconds: float, redis: bool = False, profile: str = "", cron: int = 0
+    db_url: str,
+    jobs: int,
+    interval: int,
+    seconds: float,
+    redis: bool = False,
+    profile: str = "",
+    cron: int = 0,
+    nodes: int = 1,
 ) -> dict:
+    """One dispatch measurement; ``nodes`` > 1 runs that many runscheduler processes on the
+    same database (they divide the jobs) and sums their CPU."""
     from django.db import connection
 
     from scheduler_app.models import JobRun, LogLine
 
     prepare(db_url, jobs, interval, cron)
     connection.close()
-    proc, wall, _own = start_scheduler(
-        db_url, BENCH_DIR / f"dispatch-{jobs}-{interval}{'-redis' if redis else ''}.log", redis
-    )
+    procs, wall = [], 0.0
+    for n in range(nodes):
+        suffix = f"-node{n + 1}" if nodes > 1 else ""
+        proc, wall, _own = start_scheduler(
+            db_url, BENCH_DIR / f"dispatch-{jobs}-{interval}{'-redis' if redis else ''}{suffix}.log", redis,
+            node=f"bench{n + 1}" if nodes > 1 else "bench",
+        )  # fmt: skip
+        procs.append(proc)
+    proc = procs[0]
     started = time.time()
-    window_start = started + interval + 1  # after the first interval: the start-up catch-up is over
-    time.sleep(interval + 1)
-    cpu_at_start = _cpu_seconds(proc.pid)
+    warm_up = interval + 1 + (NODES_SETTLE_SECONDS if nodes > 1 else 0)
+    window_start = started + warm_up  # after the first interval: the start-up catch-up is over
+    time.sleep(warm_up)
+    cpu_at_start = sum(_cpu_seconds(p.pid) for p in procs)
     profiler = None
     if profile:
         # py-spy samples the real process from outside (no instrumentation inside it).
@@ -200,12 +223,13 @@ def measure_scheduler(
         )  # fmt: skip
     time.sleep(seconds)
     window_end = time.time()
-    rss = rss_mb(proc.pid)
-    cpu = _cpu_seconds(proc.pid) - cpu_at_start  # the window only: not the start-up
+    rss = sum(rss_mb(p.pid) for p in procs)
+    cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_at_start  # the window only: not the start-up
     time.sleep(1.5)  # let the last runs of the window be written
     if profiler is not None:
         profiler.wait(60)
-    stop(proc)
+    for p in procs:
+        stop(p)
     from datetime import UTC, datetime
 
     lo, hi = datetime.fromtimestamp(window_start, UTC), datetime.fromtimestamp(window_end, UTC)
@@ -219,6 +243,7 @@ def measure_scheduler(
     return {
         "jobs": jobs,
         "interval": interval,
+        "nodes": nodes,
         "redis": redis,
         "offered_per_s": round(jobs / interval),
         "recorded_per_s": round(len(recorded) / (window_end - window_start)),
@@ -380,12 +405,12 @@ def aps_keeps_up(res: dict) -> bool:
     return res["dispatched_per_s"] >= 0.99 * res["offered_per_s"] and (res["lag_p99_ms"] or 1e9) < 100
 
 
-def measure_elsewhere(db_url: str, jobs: int, interval: int, seconds: float) -> dict:
+def measure_elsewhere(db_url: str, jobs: int, interval: int, seconds: float, nodes: int = 1) -> dict:
     """One dispatch measurement on another database, in a child bench process (Django binds
     one database per process)."""
     env = dict(os.environ, DB_CONNECTION=db_url)
     cmd = [sys.executable, __file__, "--only", "dispatch", "--jobs", str(jobs), "--interval", str(interval),
-           "--seconds", str(seconds)]  # fmt: skip
+           "--seconds", str(seconds), "--nodes", str(nodes)]  # fmt: skip
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
@@ -449,30 +474,44 @@ def cron_cost(db_url: str, seconds: float, jobs: int = 10_000, interval: int = 1
     return out
 
 
-def ratios(db_url: str, seconds: float, pg_url: str) -> dict:
+def ratios(
+    db_url: str,
+    seconds: float,
+    pg_url: str,
+    nodes: int = 1,
+    our_rates: list[int] | None = None,
+    aps_rates: list[int] | None = None,
+) -> dict:
     """CPU per recorded run vs bare APScheduler per dispatch; saturation vs APScheduler's; PostgreSQL vs SQLite.
 
     The ladders advance together, one step each in turn, so that every ladder meets the same
-    moments of contention from whatever else runs on the machine.
+    moments of contention from whatever else runs on the machine. ``nodes`` > 1: our ladders run
+    that many runscheduler processes on one database (bare APScheduler stays one process).
     """
-    ours = measure_scheduler(db_url, 10000, 5, seconds)
+    ours = measure_scheduler(db_url, 10000, 5, seconds, nodes=nodes)
     print("runscheduler", json.dumps(ours), flush=True)
     ref = apscheduler_reference(10000, 5, seconds)
     print("apscheduler", json.dumps(ref), flush=True)
     # interval 2 s: the jobs of a rate fit in memory and in the time to create them
     ladders = [
-        Ladder("runscheduler", OUR_RATES, lambda r: measure_scheduler(db_url, r * 2, 2, seconds), ours_keeps_up),
-        Ladder("apscheduler", APS_RATES, lambda r: apscheduler_reference(r, 1, seconds), aps_keeps_up),
+        Ladder(
+            "runscheduler",
+            our_rates or OUR_RATES,
+            lambda r: measure_scheduler(db_url, r * 2, 2, seconds, nodes=nodes),
+            ours_keeps_up,
+        ),
+        Ladder("apscheduler", aps_rates or APS_RATES, lambda r: apscheduler_reference(r, 1, seconds), aps_keeps_up),
     ]
     if pg_url:
-        pg = Ladder("runscheduler-postgres", OUR_RATES, lambda r: measure_elsewhere(pg_url, r * 2, 2, seconds),
-                    ours_keeps_up)  # fmt: skip
+        pg = Ladder("runscheduler-postgres", our_rates or OUR_RATES,
+                    lambda r: measure_elsewhere(pg_url, r * 2, 2, seconds, nodes), ours_keeps_up)  # fmt: skip
         ladders.append(pg)
     while not all(ladder.done for ladder in ladders):
         for ladder in ladders:
             ladder.step()
     our_best, aps_best = ladders[0].best, ladders[1].best
     out = {
+        "nodes": nodes,
         "cpu_us_per_recorded_run": ours["cpu_us_per_run"],
         "cpu_us_per_aps_dispatch": ref["cpu_us_per_dispatch"],
         "cpu_per_run_ratio": round(ours["cpu_us_per_run"] / ref["cpu_us_per_dispatch"], 2),
@@ -504,6 +543,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15, help="measuring window per scenario")
     parser.add_argument("--repeat", type=int, default=1, help="cron: how many interval/cron pairs to measure")
     parser.add_argument("--redis", action="store_true", help="publish through Redis (REDIS_URL) in dispatch runs")
+    parser.add_argument("--our-rates", type=int, nargs="*", help=f"ratios: our ladder (default {OUR_RATES})")
+    parser.add_argument("--aps-rates", type=int, nargs="*", help=f"ratios: APScheduler's ladder (default {APS_RATES})")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="dispatch, ratios: run this many runscheduler processes on one database")  # fmt: skip
     parser.add_argument(
         "--compare-metrics",
         type=int,
@@ -519,7 +562,7 @@ def main() -> None:
     setup_django(db_url)
     results: dict[str, Any] = {"dispatch": [], "startup": [], "apscheduler": []}
     if args.only == "ratios":
-        results["ratios"] = ratios(db_url, args.seconds, args.postgres)
+        results["ratios"] = ratios(db_url, args.seconds, args.postgres, args.nodes, args.our_rates, args.aps_rates)
     if args.only == "cron":
         results["cron"] = cron_cost(db_url, args.seconds, (args.jobs or [10_000])[0], args.interval, args.repeat)
     loads = [(j, args.interval) for j in (args.jobs or [1000, 10000])]
@@ -533,7 +576,7 @@ def main() -> None:
         if args.only == "all":
             runs.append((10000, 5, True))  # the production shape: publishing through Redis
         for jobs, interval, redis in runs:
-            res = measure_scheduler(db_url, jobs, interval, args.seconds, redis, args.profile)
+            res = measure_scheduler(db_url, jobs, interval, args.seconds, redis, args.profile, nodes=args.nodes)
             results["dispatch"].append(res)
             print("runscheduler", json.dumps(res), flush=True)
     if args.only in ("startup", "all"):

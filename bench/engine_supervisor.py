@@ -1,7 +1,8 @@
-"""One run's own cost on the event loop: the supervisor driven alone, in-process.
+"""One run's own cost on the event loop: the launcher and the supervisor driven alone, in-process.
 
-Starts N runs of the bench probe (one log line each) through ``engine.supervisor`` with a
-writer that stores nothing, and prints the CPU per run. What it leaves out (claims, the
+Starts N runs of the bench probe (one log line each) the way the engine starts a won claim
+(``engine.launch.Launcher.supervised``, then ``engine.supervisor``) with a writer that stores
+nothing, and prints the CPU per run. What it leaves out (claims, the
 schedule, the database) is what ``engine_bench.py`` measures in a real process.
 
     .venv/bin/python bench/engine_supervisor.py --runs 20000 [--profile]
@@ -26,9 +27,10 @@ import django  # noqa: E402
 django.setup()
 
 from scheduler_app import plugin_host  # noqa: E402
-from scheduler_app.contract import RunContext  # noqa: E402
-from scheduler_app.engine.supervisor import SupervisedRun, Supervisor  # noqa: E402
-from scheduler_app.log_pipeline import run_logger  # noqa: E402
+from scheduler_app.engine.launch import Launcher  # noqa: E402
+from scheduler_app.engine.registry import make_registry  # noqa: E402
+from scheduler_app.engine.supervisor import Supervisor  # noqa: E402
+from scheduler_app.jobtable import JobSpec  # noqa: E402
 from scheduler_app.streams import RunSnapshot  # noqa: E402
 
 PACKAGE = "bench_probe@v1_0_0.plugin.Plugin"
@@ -45,26 +47,24 @@ class NullWriter:
 async def drive(runs: int) -> float:
     plugin = plugin_host.get_plugin(PACKAGE)
     writer = NullWriter()
-    supervisor = Supervisor(writer)  # type: ignore[arg-type]
-
-    # The probe's config has no fields: the engine validates it once and its runs share it
-    # (engine._prepare, plugin_host.immutable_config).
-    config = plugin.validate({})
-
-    async def prepare():  # type: ignore[no-untyped-def]
-        return plugin, config
-
+    launcher = Launcher(make_registry(lambda package, version: plugin), writer)  # type: ignore[arg-type]
+    supervisor = Supervisor(writer, on_end=lambda run: launcher.ended(run.run.id))  # type: ignore[arg-type]
+    spec = JobSpec(id=1, user_id=1, username="bench", plugin_id=1, package=PACKAGE, interval=1, timeout=30,
+                   config={}, code_version=1, updated_ms=0)  # fmt: skip
+    # Loaded once, as the registry's preload does; the probe's config has no fields, so its runs
+    # share one validated config (Launcher.prepare, plugin_host.immutable_config).
+    await launcher.registry.get(PACKAGE, 1)
     t0 = time.process_time()
     for i in range(runs):
-        logger, handler = run_logger(writer, run_id=i, job_id=i, plugin_id=1, user_id=1, package=PACKAGE)  # type: ignore[arg-type]
-        snapshot = RunSnapshot(i, i, 1, 1, "schedule", datetime.now(UTC), "bench", "running")
-        context = RunContext(logger=logger, run_id=i, job_id=i, cancelled=asyncio.Event())
-        supervisor.start(SupervisedRun(snapshot, context, 30, PACKAGE, prepare, lambda h=handler: h.count))
+        snapshot = RunSnapshot(i, 1, 1, 1, "schedule", datetime.now(UTC), "bench", "running")
+        supervisor.start(launcher.supervised(snapshot, spec))
         if i % 50 == 0:
             await asyncio.sleep(0)  # let runs finish as the engine's loop would
     while supervisor.active:
         await asyncio.sleep(0.001)
-    return (time.process_time() - t0) / runs * 1e6
+    elapsed = time.process_time() - t0
+    launcher.registry.close()
+    return elapsed / runs * 1e6
 
 
 def main() -> None:

@@ -336,6 +336,27 @@ class Publisher:
         metrics.log_lines_published(sum(len(m["lines"]) for _, m in batch[:sent] if m["type"] == "log.lines"))
 
 
+def publisher_layer(layer: Any, embedded: bool, reconcile_seconds: float) -> Any:
+    """The channel layer the engine's publisher sends to, or None; warns when lines cannot reach browsers.
+
+    The in-memory layer in a scheduler-only process: no browser can ever be in its groups, so
+    nothing is published (and the lines need no ids back: the insert returns none)."""
+    from channels.layers import InMemoryChannelLayer
+
+    if layer is None:
+        log.warning("no channel layer configured: log lines are stored but not streamed")
+    elif isinstance(layer, InMemoryChannelLayer) and not embedded:
+        log.warning(
+            "REDIS_URL is not set: this scheduler runs in its own process with the in-memory channel layer. "
+            "Log lines are stored, but they will NOT reach browsers served by another process, and change "
+            "notifications from the web process will not arrive (changes apply on the next reconcile, every "
+            "%g s). Set REDIS_URL=redis://host:6379/0 for the web and the scheduler processes.",
+            reconcile_seconds,
+        )
+        return None
+    return layer
+
+
 def status_message(record: streams.RunSnapshot) -> tuple[str, dict[str, Any]]:
     return (
         streams.log_group_name(record.plugin_id, record.user_id),

@@ -216,6 +216,28 @@ async def test_the_timeout_starts_when_the_plugin_does(supervisor):
     assert done.run.status == SUCCEEDED
 
 
+async def test_timeouts_of_many_runs_share_few_loop_timers_and_fire_neither_early_nor_late(supervisor):
+    """Runs due within ``DEADLINE_RESOLUTION`` of each other wait on one loop timer (a timer per
+    run filled asyncio's heap with cancelled timers); each still times out on its own, never
+    before its timeout and at most the resolution after it, and a run that ended is left alone."""
+    loop = asyncio.get_running_loop()
+    runs = [supervised("sleep", timeout=0.2, run_id=i)[0] for i in range(1, 201)]
+    quick, _ = supervised("nothing", timeout=0.2, run_id=999)
+    started = loop.time()
+    for run in [*runs, quick]:
+        supervisor.start(run)
+    await asyncio.sleep(0.05)
+    assert quick.outcome is not None and quick.outcome.status == SUCCEEDED
+    timeouts = [t for t in loop._scheduled if t._callback == supervisor.deadlines._due]  # type: ignore[attr-defined]
+    assert 1 <= len(timeouts) <= 3, "one timer per 10 ms slot, not one per run"
+    await asyncio.wait_for(asyncio.gather(*(run.wait_ended() for run in runs)), 5)
+    ended_after = loop.time() - started
+    assert {run.outcome.status for run in runs if run.outcome} == {TIMED_OUT}
+    assert 0.2 <= ended_after < 0.2 + 0.15, "not early; late only by the slot (and this loop's own delays)"
+    assert supervisor.deadlines._slots == {} and all(run.deadline == 0 for run in [*runs, quick])
+    assert quick.outcome.status == SUCCEEDED, "a run that ended before its slot fired is not timed out"
+
+
 def test_run_plugin_ends_runs_as_the_engine_does():
     """``scheduler_app.testing`` (and so ``runplugin``) goes through the same supervisor."""
     from scheduler_app.testing import run_plugin

@@ -16,39 +16,41 @@ import asyncio
 import gc
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from pydantic import BaseModel
 
-from scheduler_app import claims, metrics, nodes, schedules, slots, wakeup
-from scheduler_app.cluster import Membership
-from scheduler_app.contract import RunContext
+from scheduler_app import claims, metrics, nodes, slots, wakeup
 from scheduler_app.engine import upkeep
 from scheduler_app.engine.access import Database
 from scheduler_app.engine.claimer import Claimer
 from scheduler_app.engine.counters import Counters
+from scheduler_app.engine.division import Division
 from scheduler_app.engine.heartbeat import Heartbeat
+from scheduler_app.engine.launch import Launcher, when
 from scheduler_app.engine.pacing import PacedTrigger, Pacer
 from scheduler_app.engine.reconcile import Reconciler, listen
 from scheduler_app.engine.registry import PluginRegistry, make_registry
+from scheduler_app.engine.retries import Retries
 from scheduler_app.engine.schedule import Schedule
-from scheduler_app.engine.supervisor import CANCELLED, Outcome, RunRefused, SupervisedRun, Supervisor
+from scheduler_app.engine.supervisor import CANCELLED, SupervisedRun, Supervisor
 from scheduler_app.engine.watchdog import Watchdog
 from scheduler_app.jobtable import Diff, JobSpec, JobTable
-from scheduler_app.log_pipeline import Publisher, run_logger
+from scheduler_app.log_pipeline import Publisher, publisher_layer
 from scheduler_app.models import JobRun
-from scheduler_app.plugin_host import ConfigValidationError, LoadedPlugin, PluginLoadError, immutable_config
 from scheduler_app.streams import RunSnapshot
-from scheduler_app.writer import RunFinish, Writer
+from scheduler_app.writer import Writer
 
 log = logging.getLogger("scheduler_app.engine")
 
 #: How often a node looks in the database for cancel requests a lost message did not bring.
 CANCEL_CHECK_SECONDS = 2.0
 
-SCHEDULE, RETRY = JobRun.Trigger.SCHEDULE.value, JobRun.Trigger.RETRY.value
+SCHEDULE = JobRun.Trigger.SCHEDULE.value
+
+#: Allocations between young garbage collections once the engine runs (see ``start``).
+YOUNG_COLLECTION_EVERY = 20_000
 
 
 def utcnow() -> datetime:
@@ -57,12 +59,6 @@ def utcnow() -> datetime:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _when(epoch_ms: int, spec: JobSpec | None) -> str:
-    """A slot as its owner reads it: in the job's time zone."""
-    zone = schedules.zone(spec.timing.timezone) if spec is not None and spec.timing is not None else UTC
-    return slots.to_datetime(epoch_ms).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 class Engine:
@@ -85,11 +81,7 @@ class Engine:
         self._apscheduler: Any = None
         self._tick_job: Any = None
         self.pacer = Pacer()
-        #: run id -> the spec it runs (for retries and the lines that name its time zone)
-        self._specs: dict[int, JobSpec] = {}
-        #: job id -> (spec, plugin, config) of a config runs may share (``immutable_config``):
-        #: validated once per spec and code, not per run (decrypting secrets and a hook call)
-        self._configs: dict[int, tuple[JobSpec, LoadedPlugin, BaseModel]] = {}
+        self.launcher = Launcher(self.registry)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -99,14 +91,19 @@ class Engine:
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
         self.layer = get_channel_layer()
-        self._warn_about_layer()
-        self.publisher = Publisher(None if self._nobody_can_listen() else self.layer, loop)
+        self.publisher = Publisher(publisher_layer(self.layer, self.embedded, self.reconcile_seconds), loop)
         self.publisher.start()
         # Nobody can listen: the lines need no ids back (the insert returns none).
         self.writer = Writer(on_committed=self.publisher.on_committed, line_ids=self.publisher.layer is not None)
         self.writer.start()
+        self.launcher.writer = self.writer
         self.db = Database(self.writer)
-        self.supervisor = Supervisor(self.writer, on_end=self._run_ended, before_finish=self._before_finish)
+        self.retries = Retries(self.db, self.launcher.specs, self.counters, clock=utcnow,
+                               wake_claimer=lambda: self.claimer.wake_queued())  # fmt: skip
+        self.supervisor = Supervisor(self.writer, on_end=self._run_ended, before_finish=self.retries.before_finish)
+        self.division = Division(self.schedule, self.supervisor, self.writer, clock=utcnow, now_ms=now_ms,
+                                 membership=lambda: self.heartbeat.membership,
+                                 offer=lambda due: self.claimer.offer(due))  # fmt: skip
         self.heartbeat = Heartbeat(
             self.node,
             seconds=float(self._cfg["HEARTBEAT_SECONDS"]),
@@ -114,13 +111,13 @@ class Engine:
             load=lambda: (len(self.supervisor.active), len(self.schedule)),
             publish=self.publisher.publish_status,
             clock=utcnow,
-            on_fence=self._fence,
-            on_members=self._members_changed,
+            on_fence=self.division.fence,
+            on_members=self.division.members_changed,
             on_rename=self._renamed,
         )
         membership = self.heartbeat.membership
         self.claimer = Claimer(self.db, self.schedule, self.node, self.start_run, self.counters, utcnow,
-                               owns=membership.mine, may_act=self.heartbeat.may_act, give_up=self._give_up,
+                               owns=membership.mine, may_act=self.heartbeat.may_act, give_up=self.division.give_up,
                                must_lock=self.heartbeat.division_unsettled)  # fmt: skip
         self.reconciler = Reconciler(
             self.db, JobTable(), self.reconcile_seconds, self.apply, self._reload, self.counters
@@ -156,6 +153,10 @@ class Engine:
         # so full collections (which pause the loop) stay short with 100,000 jobs loaded.
         gc.collect()
         gc.freeze()
+        # A run's objects (logger, context, task, records) die by reference counting, cycles are
+        # rare (a failed run's traceback): a young collection every 700 allocations (Python's
+        # default) walked thousands of runs in flight for nothing. Every YOUNG_COLLECTION_EVERY.
+        gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
         self.started = True
         log.info("scheduler node %s started in %.2f s: %d active jobs%s", self.node, time.monotonic() - t0,
                  len(self.schedule), " (embedded in the web process)" if self.embedded else "")  # fmt: skip
@@ -238,26 +239,6 @@ class Engine:
         log.info("scheduler node %s stopped: %d runs recorded, %d log lines written", self.node,
                  self.writer.written_runs, self.writer.written_lines)  # fmt: skip
 
-    def _nobody_can_listen(self) -> bool:
-        """The in-memory layer in a scheduler-only process: no browser can ever be in its groups."""
-        from channels.layers import InMemoryChannelLayer
-
-        return isinstance(self.layer, InMemoryChannelLayer) and not self.embedded
-
-    def _warn_about_layer(self) -> None:
-        from channels.layers import InMemoryChannelLayer
-
-        if self.layer is None:
-            log.warning("no channel layer configured: log lines are stored but not streamed")
-        elif isinstance(self.layer, InMemoryChannelLayer) and not self.embedded:
-            log.warning(
-                "REDIS_URL is not set: this scheduler runs in its own process with the in-memory channel layer. "
-                "Log lines are stored, but they will NOT reach browsers served by another process, and change "
-                "notifications from the web process will not arrive (changes apply on the next reconcile, every "
-                "%g s). Set REDIS_URL=redis://host:6379/0 for the web and the scheduler processes.",
-                self.reconcile_seconds,
-            )
-
     # -- slot -> claim -> run ---------------------------------------------------------------------
 
     async def _tick(self) -> None:
@@ -272,125 +253,31 @@ class Engine:
         for job_id, slot_ms in self.schedule.take_skipped():
             supervised = self.supervisor.active.get(self.schedule.running_run(job_id) or 0)
             if supervised is not None:  # (a slot skipped for a claim still in flight has no run to tell)
-                spec = self._specs.get(supervised.run.id)
                 supervised.context.logger.warning(
                     "slot %s skipped: this run is still going (a job never overlaps itself)",
-                    _when(slot_ms, spec),
+                    when(slot_ms, self.launcher.specs.get(supervised.run.id)),
                 )
 
     def start_run(self, run: RunSnapshot, spec: JobSpec) -> None:
-        """A won claim: give the run its logger and context and start it under supervision."""
-        logger, handler = run_logger(self.writer, run_id=run.id, job_id=spec.id, plugin_id=spec.plugin_id,
-                                     user_id=spec.user_id, package=spec.package)  # fmt: skip
-        context = RunContext(logger=logger, run_id=run.id, job_id=spec.id, user_id=spec.user_id,
-                             username=spec.username, plugin_id=spec.plugin_id, package=spec.package, slot=run.slot,
-                             trigger=run.trigger, attempt=run.attempt, cancelled=asyncio.Event())  # fmt: skip
-        if run.trigger == SCHEDULE:
-            note = self.schedule.take_note(spec.id, slots.to_ms(run.slot)) if self.schedule.has_note(spec.id) else ""
-            if note:
-                logger.warning(note)
-        elif run.trigger == RETRY:
-            logger.info("retry: attempt %d of %d for the slot %s", run.attempt, spec.max_retries + 1,
-                        _when(slots.to_ms(run.slot), spec))  # fmt: skip
-        self._specs[run.id] = spec
+        """A won claim: start it under supervision with its logger and context (``engine.launch``)."""
+        note = ""
+        if run.trigger == SCHEDULE and self.schedule.has_note(spec.id):
+            note = self.schedule.take_note(spec.id, slots.to_ms(run.slot))
+        supervised = self.launcher.supervised(run, spec, note)
         self.schedule.started(spec.id, run.id)
         self.counters.started += 1
         self.publisher.publish_status(run)
-        prepare = lambda: self._prepare(spec)  # noqa: E731
-        self.supervisor.start(SupervisedRun(run, context, spec.timeout, spec.package, prepare, lambda: handler.count))
-
-    async def _prepare(self, spec: JobSpec) -> tuple[LoadedPlugin, BaseModel]:
-        if not spec.enabled:
-            raise RunRefused(f"the plugin {spec.package} is disabled")
-        # A plugin loaded before (every run but the first) is a dict read, no coroutine.
-        plugin = self.registry.peek(spec.package, spec.code_version)
-        try:
-            if plugin is None:
-                plugin = await self.registry.get(spec.package, spec.code_version)
-            elif isinstance(plugin, PluginLoadError):
-                raise plugin
-        except PluginLoadError as exc:
-            raise RunRefused(f"the plugin's code does not load: {exc}") from exc
-        shared = self._configs.get(spec.id)
-        if shared is not None and shared[0] is spec and shared[1] is plugin:
-            return plugin, shared[2]
-        try:
-            config = plugin.validate(spec.config)
-        except ConfigValidationError as exc:
-            raise RunRefused(
-                f"the stored config is no longer valid for {spec.package}: {exc}; edit and save the job"
-            ) from exc
-        if immutable_config(config):
-            self._configs[spec.id] = (spec, plugin, config)
-        return plugin, config
-
-    # -- fencing and the division of jobs (the rules: heartbeat, scheduler_app.cluster) ---------
-
-    def _fence(self, reason: str) -> None:
-        """This node may have been declared lost: stop every run now."""
-        for run in list(self.supervisor.active.values()):
-            self.supervisor.cancel(run, CANCELLED, f"cancelled: scheduler node {run.run.node} could not confirm it "
-                                   f"was alive ({reason}); another node may run the job")  # fmt: skip
-
-    def _renamed(self, node: str) -> None:
-        self.node = node
-        self.claimer.node = node
-
-    def _members_changed(self, before: Membership) -> None:
-        """Claim the latest slot of each job this node takes over; say what it runs now."""
-        membership = self.heartbeat.membership
-        owned, due = self.schedule.take_over(
-            before.mine if before.me == membership.me else (lambda job_id: False), membership.mine, now_ms()
-        )
-        log.info("members: %s; node %s runs %d of %d jobs (%d taken over)", ", ".join(membership.members),
-                 membership.me, owned, len(self.schedule), len(due))  # fmt: skip
-        if due:
-            self.claimer.offer(due)
-
-    def _give_up(self, run: RunSnapshot) -> None:
-        """A claim won just before this node was fenced: recorded cancelled, never started."""
-        run.status, run.finished_at = CANCELLED, utcnow()
-        run.error = f"cancelled: scheduler node {run.node} was fenced before the run could start"
-        self.writer.finish_run(RunFinish(run, "", 0))
-
-    def _before_finish(self, supervised: SupervisedRun, outcome: Outcome) -> None:
-        """A failed or timed-out run with retries left: queue the next attempt of its slot.
-
-        The retry is a queued row (job, slot, attempt + 1) that waits ``not_before``; any node
-        claims it like a manual run once the delay has passed, so it survives this node. A
-        cancelled run is not retried."""
-        run, spec = supervised.run, self._specs.get(supervised.run.id)
-        if spec is None:
-            return
-        delay = schedules.retry_after(
-            outcome.status, run.attempt, spec.max_retries, spec.retry_delay_seconds, spec.retry_max_delay_seconds
-        )
-        if delay is None:
-            return
-        not_before = (run.finished_at or utcnow()) + timedelta(seconds=delay)
-        supervised.context.logger.warning(
-            "attempt %d of %d %s; retry (attempt %d) in %d s, at %s", run.attempt, spec.max_retries + 1,
-            outcome.status.replace("_", " "), run.attempt + 1, delay, _when(slots.to_ms(not_before), spec),
-        )  # fmt: skip
-        self.counters.retries_scheduled += 1
-        metrics.run_retried(spec.package)
-        asyncio.get_running_loop().create_task(
-            self._queue_retry(spec, run.slot, run.attempt + 1, not_before, delay), name=f"retry of run {run.id}"
-        )
-
-    async def _queue_retry(self, spec: JobSpec, slot: datetime, attempt: int, not_before: datetime, delay: int) -> None:
-        try:
-            await self.db.write(claims.queue_retry, spec.id, slot, attempt, not_before, spec.package)
-        except Exception as exc:
-            log.error("could not queue retry %d of job %s (%s: %s)", attempt, spec.id, type(exc).__name__, exc)
-            return
-        # Claimed by whichever node's queued-run claimer looks first once the delay has passed.
-        asyncio.get_running_loop().call_later(delay, self.claimer.wake_queued)
+        self.supervisor.start(supervised)
 
     def _run_ended(self, run: SupervisedRun) -> None:
-        self._specs.pop(run.run.id, None)
+        self.launcher.ended(run.run.id)
         self.schedule.ended(run.run.job_id, run.run.id)
         self.counters.finished += 1
+
+    def _renamed(self, node: str) -> None:
+        """The heartbeat found this node's name taken (``engine.division`` applies the cluster's other verdicts)."""
+        self.node = node
+        self.claimer.node = node
 
     # -- cancellation on request (the run page, the plugin page, the admin) -----------------------
 
@@ -420,7 +307,7 @@ class Engine:
 
     def apply(self, diff: Diff) -> None:
         for job_id in diff.removed:
-            self._configs.pop(job_id, None)
+            self.launcher.forget(job_id)
         for job_id in self.schedule.apply(diff, now_ms()):
             for run in [r for r in self.supervisor.active.values() if r.run.job_id == job_id]:
                 self.supervisor.cancel(run, CANCELLED, "cancelled: the job was deleted")
