@@ -14,6 +14,7 @@ from django import forms
 
 from scheduler_app import jsonform_schema, services
 from scheduler_app.config_forms import ConfigField, clear_secrets, initial_config
+from scheduler_app.form_renderer import PAGE_FORM_RENDERER
 from scheduler_app.models import Job, Plugin
 from scheduler_app.plugin_host import ConfigValidationError
 from scheduler_app.schedules import ScheduleError, seconds_in_words
@@ -114,6 +115,9 @@ class JobForm(forms.Form):
     ``cleaned_data["config"]`` is the validated config dict and
     ``cleaned_data["job_schedule"]`` the validated ``services.JobSchedule``.
     """
+
+    # The plugin page renders several of these per request: the input widgets without their templates.
+    default_renderer = PAGE_FORM_RENDERER
 
     description = forms.CharField(
         label="Description",
