@@ -166,6 +166,11 @@ class JobForm(forms.Form):
         return '"required"' in json.dumps(cast(ConfigField, self.fields["config"]).schema)
 
     @property
+    def retry_fields(self) -> list[forms.BoundField]:
+        """The retry inputs, laid out in a row of their own."""
+        return [self[name] for name in ("max_retries", "retry_delay_seconds", "retry_max_delay_seconds")]
+
+    @property
     def secret_states(self) -> list[Any]:
         return cast(ConfigField, self.fields["config"]).secret_states
 

@@ -575,7 +575,7 @@ def schedule_preview(request: HttpRequest) -> JsonResponse:
         errors["schedule"] = str(exc)
     if errors:
         return JsonResponse({"errors": errors}, status=400)
-    runs = [{"iso": run.isoformat(), "display": run.strftime("%a %d %b %Y %H:%M:%S %Z")} for run in preview.next_runs]
+    runs = [{"iso": run.isoformat(), "display": run.strftime(preview.TIME_FORMAT)} for run in preview.next_runs]
     return JsonResponse(
         {
             "description": preview.description,
