@@ -14,6 +14,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from scheduler_app.fast_urls import id_url as _id_url
+
 if TYPE_CHECKING:
     from scheduler_app.services import SchedulePreview
     from scheduler_app.stats import JobStats
@@ -164,3 +166,9 @@ def run_stats_cell(stats: JobStats | None) -> SafeString:
             stats.success_percent,
         )
     return format_html('<span class="spark-wrap">{}{}</span>\n', stats.chart, rate)
+
+
+@register.filter
+def id_url(pk: int, name: str) -> str:
+    """``{{ job.pk|id_url:"job_save" }}``: ``{% url "job_save" job.pk %}`` without a reverse per link."""
+    return _id_url(name, pk)
