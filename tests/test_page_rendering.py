@@ -142,3 +142,64 @@ def test_a_deactivated_user_is_logged_out_on_the_next_request(alice):
     alice.is_active = False
     alice.save()
     assert client.get("/").status_code == 302
+
+
+# --- the job cells: the tags give the HTML the included templates gave ---------------------------
+
+# The partial templates the tags replaced (scheduler_app/_run_cell.html, _next_run.html and
+# _run_stats.html before they were removed), verbatim, with the include's trailing newline.
+_RUN_CELL = (
+    '{% load web %}{% if run %}<a href="{{ url }}" class="{{ run.status|status_class }}" data-run-id="{{ run.pk }}">'
+    "{{ run.get_status_display }}</a>\n{{ run.finished_at|default:run.started_at|default:run.slot|rel_time }}"
+    '{% if run.duration %} <span class="muted">· {{ run.duration|duration }}</span>{% endif %}'
+    '{% else %}<span class="muted">never ran</span>{% endif %}\n'
+)
+_NEXT_RUN = (
+    '{% load web %}{% if job.next_run %}<time datetime="{{ job.next_run|date:\'c\' }}" data-time="rel" '
+    'data-interval="{{ interval }}" title="{{ job.next_run|date:\'Y-m-d H:i:s T\' }}">{{ job.next_run|relative }}'
+    '</time>{% else %}<span class="muted">{{ none_text|default:"—" }}</span>{% endif %}\n'
+)
+_RUN_STATS = (
+    '{% if stats %}<span class="spark-wrap">{{ stats.chart }}{% if stats.count %} <span class="spark-rate" '
+    'title="succeeded among the last {{ stats.count }} finished runs">{{ stats.success_percent }}</span>{% endif %}'
+    "</span>{% endif %}\n"
+)
+
+
+def _render(source: str, **context) -> str:
+    from django.template import Context, Template
+
+    return Template(source).render(Context(context))
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
+def test_the_job_cells_are_the_html_of_the_templates_they_replaced(alice, sample_plugin, zone):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from scheduler_app.models import JobRun
+    from scheduler_app.stats import JobStats
+
+    job = services.create_job(alice, sample_plugin, {"name": "Ann", "times": 2}, description=ODD)
+    now = timezone.now()
+    runs = [
+        None,
+        JobRun(pk=7, job=job, slot=now, status=JobRun.Status.QUEUED),
+        JobRun(pk=8, job=job, slot=now, status=JobRun.Status.RUNNING, started_at=now - timedelta(seconds=3)),
+        JobRun(pk=9, job=job, slot=now, status="timed_out", started_at=now, finished_at=now + timedelta(seconds=75)),
+        JobRun(pk=10, job=job, slot=now, status="succeeded", started_at=now, finished_at=now),  # a 0 s duration
+    ]
+    with timezone.override(zone):
+        for run in runs:
+            url = ODD if run else ""
+            expected = _render(_RUN_CELL, run=run, url=url)
+            assert _render("{% load web %}{% run_cell run url %}", run=run, url=url) == expected
+        for next_run in (None, now + timedelta(seconds=42), now - timedelta(hours=3)):
+            for none_text in ("", "not scheduled"):
+                row = {"next_run": next_run}
+                expected = _render(_NEXT_RUN, job=row, interval=1234, none_text=none_text)
+                tag = '{% load web %}{% next_run_cell job.next_run 1234 "' + none_text + '" %}'
+                assert _render(tag, job=row) == expected
+        for stats in (None, JobStats(), JobStats(runs=[("succeeded", 1.5), ("failed", None), ("running", 2.0)])):
+            assert _render("{% load web %}{% run_stats_cell stats %}", stats=stats) == _render(_RUN_STATS, stats=stats)
