@@ -129,7 +129,7 @@ def run_cell(run: Any, url: str) -> SafeString:
         status_class(run.status),
         run.pk,
         run.get_status_display(),
-        rel_time(run.finished_at or run.started_at or run.slot or ""),
+        rel_time(run.finished_at or run.started_at or run.slot),  # the template's `default` chain
     )
     if run.duration:
         html += format_html(' <span class="muted">· {}</span>', duration(run.duration))
@@ -142,7 +142,7 @@ def next_run_cell(next_run: datetime | None, interval: int, none_text: str = "")
     static/js/pages.js roll it forward as slots pass."""
     if not next_run:
         return format_html('<span class="muted">{}</span>\n', none_text or "—")
-    local = timezone.template_localtime(next_run)
+    local = timezone.localtime(next_run)  # as the `date` filter shows an aware time (USE_TZ)
     return format_html(
         '<time datetime="{}" data-time="rel" data-interval="{}" title="{}">{}</time>\n',
         local.isoformat(),
