@@ -194,6 +194,12 @@ WHITENOISE_USE_FINDERS = DEBUG
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 # Database sessions (revocable at once on every process), read with SQL compiled once per process.
 SESSION_ENGINE = "scheduler_app.sessions"
+# ModelBackend with the per-request user lookup compiled once per process; ModelBackend itself
+# stays listed so sessions that recorded it keep working (scheduler_app/auth_backend.py).
+AUTHENTICATION_BACKENDS = [
+    "scheduler_app.auth_backend.CompiledModelBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 3600, minimum=0)

@@ -15,12 +15,12 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q
 
+from scheduler_app import auth_backend
 from scheduler_app.compiled_sql import CompiledQuery
 
 #: The permission that lets a user read every user's jobs, runs and logs.
 VIEW_ALL_PERMISSION = "scheduler_app.view_job"
 _APP_LABEL, _CODENAME = VIEW_ALL_PERMISSION.split(".")
-_MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
 def can_view_all(user: Any) -> bool:
@@ -38,13 +38,13 @@ def _has_view_all_permission(user: Any) -> bool:
 
     Django's ModelBackend loads *all* of a user's permissions, then all of their groups'
     (two queries and two sets on every dashboard view, py-spy: 14 % of its CPU), to answer
-    one question. With only that backend configured, the same answer is one EXISTS over
-    the user's own and their groups' grants of this permission; any other backend gets
-    ``has_perm`` itself.
+    one question. With only that backend configured (or ``auth_backend``'s, whose permissions
+    are ModelBackend's), the same answer is one EXISTS over the user's own and their groups'
+    grants of this permission; any other backend gets ``has_perm`` itself.
     """
     if user.is_superuser:
         return True
-    if list(settings.AUTHENTICATION_BACKENDS) != [_MODEL_BACKEND]:
+    if not set(settings.AUTHENTICATION_BACKENDS) <= set(auth_backend.BACKENDS):
         return bool(user.has_perm(VIEW_ALL_PERMISSION))
     return bool(_VIEW_ALL_GRANT.run(user_id=user.pk, group_user_id=user.pk))
 

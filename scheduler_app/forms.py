@@ -14,6 +14,7 @@ from django import forms
 
 from scheduler_app import jsonform_schema, services
 from scheduler_app.config_forms import ConfigField, clear_secrets, initial_config
+from scheduler_app.form_renderer import PAGE_FORM_RENDERER
 from scheduler_app.models import Job, Plugin
 from scheduler_app.plugin_host import ConfigValidationError
 from scheduler_app.schedules import ScheduleError, seconds_in_words
@@ -115,6 +116,9 @@ class JobForm(forms.Form):
     ``cleaned_data["job_schedule"]`` the validated ``services.JobSchedule``.
     """
 
+    # The plugin page renders several of these per request: the input widgets without their templates.
+    default_renderer = PAGE_FORM_RENDERER
+
     description = forms.CharField(
         label="Description",
         max_length=200,
@@ -160,6 +164,11 @@ class JobForm(forms.Form):
     def has_required(self) -> bool:
         """Whether any input of the config is required (the page then explains the * marker)."""
         return '"required"' in json.dumps(cast(ConfigField, self.fields["config"]).schema)
+
+    @property
+    def retry_fields(self) -> list[forms.BoundField]:
+        """The retry inputs, laid out in a row of their own."""
+        return [self[name] for name in ("max_retries", "retry_delay_seconds", "retry_max_delay_seconds")]
 
     @property
     def secret_states(self) -> list[Any]:

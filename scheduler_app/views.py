@@ -38,6 +38,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from scheduler_app import access, schedules, selectors, services, stats, streams, tracebacks
 from scheduler_app.compiled_sql import CompiledQuery
+from scheduler_app.fast_urls import id_url
 from scheduler_app.forms import ConfirmDeleteForm, JobForm
 from scheduler_app.models import Job, JobRun, Plugin
 from scheduler_app.plugin_host import PluginLoadError
@@ -137,22 +138,11 @@ def _plugin_url(plugin: Plugin, user: Any, request: HttpRequest, job: Job | None
     return f"{url}#job-{job.pk}" if job else url
 
 
-def _fast_url(name: str, pk: int) -> str:
-    """``reverse(name, args=[pk])`` for one-id routes, reversed once per name (pages list hundreds)."""
-    pattern = _URL_PATTERNS.get(name)
-    if pattern is None:
-        pattern = _URL_PATTERNS[name] = reverse(name, args=[987654321]).replace("987654321", "{}")
-    return pattern.format(int(pk))
-
-
-_URL_PATTERNS: dict[str, str] = {}
-
-
 def _add_urls(rows: list[selectors.JobRow]) -> None:
     for row in rows:
-        row.history_url = _fast_url("job_runs", row.pk)
+        row.history_url = id_url("job_runs", row.pk)
         if row.last_run is not None:
-            row.last_run_url = _fast_url("run", row.last_run.pk)
+            row.last_run_url = id_url("run", row.last_run.pk)
 
 
 def _add_stats(rows: list[selectors.JobRow]) -> None:
@@ -276,7 +266,7 @@ def job_runs(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _visible_job(request, job_id)
     page = selectors.run_history(job, request.GET.get("after"))
     for run in page.runs:
-        run.url = _fast_url("run", run.pk)  # type: ignore[attr-defined]
+        run.url = id_url("run", run.pk)  # type: ignore[attr-defined]
     return render(
         request,
         "scheduler_app/job_runs.html",
@@ -502,7 +492,7 @@ def jobs_state(request: HttpRequest) -> JsonResponse:
                 "active": job.active,
                 "next_run": job.next_run.isoformat() if job.next_run else None,
                 "interval": job.roll_interval,
-                "last_run": {**streams.run_payload(streams.RunSnapshot.of(run)), "url": _fast_url("run", run.pk)}
+                "last_run": {**streams.run_payload(streams.RunSnapshot.of(run)), "url": id_url("run", run.pk)}
                 if run
                 else None,
             }
@@ -575,7 +565,7 @@ def schedule_preview(request: HttpRequest) -> JsonResponse:
         errors["schedule"] = str(exc)
     if errors:
         return JsonResponse({"errors": errors}, status=400)
-    runs = [{"iso": run.isoformat(), "display": run.strftime("%a %d %b %Y %H:%M:%S %Z")} for run in preview.next_runs]
+    runs = [{"iso": run.isoformat(), "display": run.strftime(preview.TIME_FORMAT)} for run in preview.next_runs]
     return JsonResponse(
         {
             "description": preview.description,
