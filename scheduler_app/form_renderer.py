@@ -12,7 +12,7 @@ else (other widgets, error lists, labels) goes through Django's templates as bef
 any widget whose values are not plain strings, numbers or booleans (a template would call a
 callable, a lazy string would be translated: not worth reproducing).
 
-``tests/test_form_renderer.py`` compares its output with Django's renderer, widget by widget.
+``tests/test_page_rendering.py`` compares its output with Django's renderer, widget by widget.
 """
 
 from __future__ import annotations
