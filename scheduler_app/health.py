@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: Each readiness check gives up after this long (a black-holed database host must not hang a probe).
 CHECK_TIMEOUT = 3.0
+#: How long a readiness check or the start-up check waits for a pooled connection: less than
+#: CHECK_TIMEOUT, so the pool's own answer (which names the database) comes first.
+POOL_WAIT = CHECK_TIMEOUT - 0.5
 #: A scheduler's loop that cannot run a callback within this long is not alive.
 LOOP_TIMEOUT = 2.0
 
@@ -66,7 +69,7 @@ def check_database() -> str:
         connection.close()  # a probe thread must not keep connections (PostgreSQL counts them)
 
 
-def pool_error(timeout: float = CHECK_TIMEOUT) -> str:
+def pool_error(timeout: float = POOL_WAIT) -> str:
     """'' when the process has no connection pool or it lends a connection that answers
     within ``timeout``, else what went wrong.
 
