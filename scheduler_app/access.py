@@ -44,7 +44,7 @@ def _has_view_all_permission(user: Any) -> bool:
     """
     if user.is_superuser:
         return True
-    if not set(settings.AUTHENTICATION_BACKENDS) <= set(auth_backend.BACKENDS):
+    if not set(settings.AUTHENTICATION_BACKENDS) <= auth_backend.MODEL_PERMISSIONS:
         return bool(user.has_perm(VIEW_ALL_PERMISSION))
     return bool(_VIEW_ALL_GRANT.run(user_id=user.pk, group_user_id=user.pk))
 

@@ -25,8 +25,9 @@ from scheduler_app.compiled_sql import CompiledQuery
 
 PATH = "scheduler_app.auth_backend.CompiledModelBackend"
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
-#: The backends of settings.AUTHENTICATION_BACKENDS, in their order.
-BACKENDS = [PATH, MODEL_BACKEND]
+#: Backends whose permission answers are ModelBackend's (``access.can_view_all`` may then ask
+#: one EXISTS instead of ``has_perm``); settings.AUTHENTICATION_BACKENDS lists these two.
+MODEL_PERMISSIONS = frozenset({PATH, MODEL_BACKEND})
 
 _USER = CompiledQuery(lambda pk: get_user_model()._default_manager.filter(pk=pk), pk=-7_000_031)
 

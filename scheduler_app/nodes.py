@@ -93,11 +93,6 @@ def heartbeat(name: str, now: datetime, running_runs: int, scheduled_jobs: int, 
     return Beat(alive=True, members=[n for n, _ in rows], silent=any(n != name and at < cutoff for n, at in rows))
 
 
-def members(now: datetime, lost_after_seconds: float) -> list[str]:
-    """The names of ``member_heartbeats``."""
-    return [name for name, _at in member_heartbeats(now, lost_after_seconds)]
-
-
 def member_heartbeats(now: datetime, lost_after_seconds: float) -> list[tuple[str, datetime]]:
     """The nodes that share the jobs: registered, neither stopped nor declared lost.
 

@@ -320,7 +320,7 @@ def test_members_are_the_nodes_neither_stopped_nor_lost_nor_long_silent(alice):
 
     assert SchedulerNode.objects.get(name="lost:5:v").lost_at is not None
     assert SchedulerNode.objects.get(name="a:1:x").lost_at is None, "silent for 3 s when judged: not yet"
-    assert nodes.members(now, lost_after_seconds=3) == ["a:1:x", "b:2:y"]
+    assert [name for name, _ in nodes.member_heartbeats(now, lost_after_seconds=3)] == ["a:1:x", "b:2:y"]
     beat = nodes.heartbeat("b:2:y", now, 0, 1, lost_after_seconds=3)
     assert beat.members == ["a:1:x", "b:2:y"]
     assert beat.silent, "a:1:x's heartbeat is older than LOST_AFTER: the heartbeat asks for a sweep now"
