@@ -7,6 +7,8 @@ so that the shared machine's drift hits them alike, and the ratio is each page's
 over the trivial view's. It is the quick harness for iterating on page cost (``bench/web_load.py``
 measures the full production topology); with ``--hold`` it keeps the server up and prints its pid
 for a profiler (``py-spy record --pid <pid> ...``) while you load it yourself.
+With ``--floor`` it also measures the floor probes of ``bench/floor_urls.py`` (a constant page, one
+query, a login and a constant page): what any logged-in page costs at least on this process.
 
     # a private PostgreSQL and Redis as in bench/web_load.py's docstring, then:
     .venv/bin/python bench/web_ratio.py --pg postgres://postgres@127.0.0.1:5502 --redis redis://127.0.0.1:6402/0
@@ -37,11 +39,21 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=4, help="DB_POOL_MAX_SIZE of the web process")
     parser.add_argument("--port", type=int, default=8221)
     parser.add_argument("--hold", action="store_true", help="start the server, print its pid, wait for Ctrl-C")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the floor probes of bench/floor_urls.py (what any logged-in page costs at least)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     env = web_load.setup(args)
     pages = web_load.user_pages()
+    if args.floor:
+        from floor_urls import PROBES
+
+        pages[1:1] = PROBES
+        env = {**env, "DJANGO_SETTINGS_MODULE": "bench.floor_settings"}
     cookies = [web_load.session_cookie("alice")]
     from django.db import connection
 
