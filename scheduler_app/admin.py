@@ -313,7 +313,7 @@ class JobAdmin(admin.ModelAdmin):
         now_ms = slots.to_ms(timezone.now())
         zone = schedules.zone(timing.timezone)
         times = [slots.to_datetime(ms).astimezone(zone) for ms in schedules.next_slots(timing, now_ms, 5)]
-        rows = format_html_join("", "<li>{}</li>", ((t.strftime("%a %d %b %Y %H:%M:%S %Z"),) for t in times))
+        rows = format_html_join("", "<li>{}</li>", ((t.strftime(services.SchedulePreview.TIME_FORMAT),) for t in times))
         words = schedules.describe(timing.schedule, timing.timezone, obj.plugin.interval)
         state = "" if obj.active and obj.plugin.enabled else " (not scheduled now: the job or its plugin is off)"
         return format_html("{}{}<ol>{}</ol>", words, state, rows)
@@ -410,7 +410,7 @@ class JobAdmin(admin.ModelAdmin):
             (
                 (
                     reverse("admin:scheduler_app_jobrun_change", args=[r.pk]),
-                    timezone.localtime(r.slot).strftime("%Y-%m-%d %H:%M:%S %Z"),
+                    timezone.localtime(r.slot).strftime(schedules.TIME_FORMAT),
                     r.get_status_display(),
                     r.node or "-",
                 )

@@ -66,6 +66,10 @@ __all__ = [
 
 Kind = Literal["plugin", "interval", "cron"]
 
+#: How a moment is written for people where the server writes it (a slot in a run's log line, the
+#: pages' text before their script shows the browser's zone, the admin): the zone's abbreviation
+#: included, since the zone is the job's or the server's, not the reader's.
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
 #: How far a cron schedule may go without a slot before it counts as "never runs".
 MAX_YEARS_WITHOUT_SLOT = 10
 #: Candidate wall times examined before giving up (each skipped DST gap costs one).

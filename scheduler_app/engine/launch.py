@@ -38,7 +38,7 @@ RETRY = JobRun.Trigger.RETRY.value
 def when(epoch_ms: int, spec: JobSpec | None) -> str:
     """A slot as its owner reads it: in the job's time zone."""
     zone = schedules.zone(spec.timing.timezone) if spec is not None and spec.timing is not None else UTC
-    return slots.to_datetime(epoch_ms).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return slots.to_datetime(epoch_ms).astimezone(zone).strftime(schedules.TIME_FORMAT)
 
 
 class Launcher:

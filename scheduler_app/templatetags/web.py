@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from scheduler_app import schedules
 from scheduler_app.fast_urls import id_url as _id_url
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def relative(value: datetime | None) -> str:
 
 def _server_text(value: datetime) -> str:
     """The fallback text (before the page's script shows the browser's zone): server time, labelled."""
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return timezone.localtime(value).strftime(schedules.TIME_FORMAT)
 
 
 @register.filter
@@ -147,7 +148,7 @@ def next_run_cell(next_run: datetime | None, interval: int, none_text: str = "")
         '<time datetime="{}" data-time="rel" data-interval="{}" title="{}">{}</time>\n',
         local.isoformat(),
         interval,
-        local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        local.strftime(schedules.TIME_FORMAT),
         relative(next_run),
     )
 
