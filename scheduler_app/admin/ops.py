@@ -15,7 +15,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from scheduler_app.admin import ReadOnlyAdmin as _ReadOnly  # admin.py imports this module at its end
+from scheduler_app.admin.common import ReadOnlyAdmin as _ReadOnly
 from scheduler_app.ops_models import AlertDelivery, AlertRule, AuditEntry, JobAlertState
 
 
