@@ -214,7 +214,7 @@ def measure_scheduler(
     profiler = None
     if profile:
         # py-spy samples the real process from outside (no instrumentation inside it).
-        out = BENCH_DIR / f"profile-{jobs}-{interval}.{'json' if profile == 'speedscope' else 'svg'}"
+        out = BENCH_DIR / f"profile-{jobs}-{interval}.{ {'speedscope': 'json', 'raw': 'txt'}.get(profile, 'svg')}"
         profiler = subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid), "--duration",
              str(int(seconds)), "--rate", "200", "--format", profile, "--output", str(out), "--nonblocking",
@@ -554,7 +554,7 @@ def main() -> None:
         metavar="ROUNDS",
         help="dispatch only: alternate METRICS_ENABLED=false/true ROUNDS times per load, report CPU per run of each",
     )
-    parser.add_argument("--profile", choices=["flamegraph", "speedscope"], default="",
+    parser.add_argument("--profile", choices=["flamegraph", "speedscope", "raw"], default="",
                         help="record the scheduler with py-spy during each dispatch window")  # fmt: skip
     args = parser.parse_args()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)

@@ -1,21 +1,28 @@
-"""The engine's two ways to the database, both off the event loop.
+"""The engine's ways to the database, all off the event loop.
 
-- ``write``: a function run in the batched writer's thread (claims, heartbeats, deletes), in
-  order with the record flushes (``writer.Writer.call``).
+- ``write``: a function run in the batched writer's thread (heartbeat sweeps, retries, deletes),
+  in order with the record flushes (``writer.Writer.call``).
+- ``claim``: a claim (due slots, queued runs). On PostgreSQL it runs in a claims thread on its
+  own connection, so it never waits behind a record flush: with one connection for both, the
+  claims of a busy node queued behind flushes of hundreds of finished runs and log lines, and
+  that wait was most of the slot-to-start lag (docs/performance.md, "Saturation, wave 2d").
+  A claim commits before its runs start either way. On SQLite it stays in the writer's thread:
+  SQLite takes one writer at a time, so a second connection would only wait for the lock.
 - ``read``: a function run in the reader thread (job table snapshots, queued-run polls,
   retention scans), so a long read never holds up a claim.
 
-A dead connection in the reader is dropped so the next call reconnects.
+A dead connection in the claims or reader thread is dropped so the next call reconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from scheduler_app.writer import Writer
 
@@ -24,16 +31,26 @@ class Database:
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobscheduler-reader")
+        self._claims: ThreadPoolExecutor | None = None
+        if connections[DEFAULT_DB_ALIAS].vendor == "postgresql":
+            self._claims = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobscheduler-claims")
 
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.wrap_future(self.writer.call(fn, *args))
+
+    async def claim(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._claims is None:
+            return await self.write(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._claims, _claiming, fn, *args)
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._reader, reconnecting(fn), *args)
 
     def close(self) -> None:
-        self._reader.submit(connections.close_all)
-        self._reader.shutdown(wait=True)
+        for executor in (self._claims, self._reader):
+            if executor is not None:
+                executor.submit(connections.close_all)
+                executor.shutdown(wait=True)
 
 
 def reconnecting(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,3 +69,24 @@ def reconnecting(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
 
     return call
+
+
+_claims_thread = threading.local()
+
+
+def _claiming(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the claims thread, on a connection set up as the writer's is: a claim's
+    transaction holds its jobs' row locks, so one left open by a frozen process must end on its
+    own (``nodes.limit_session``), or the nodes taking its jobs over would wait for it."""
+    from django.db import connection
+
+    from scheduler_app.nodes import limit_session
+
+    def call() -> Any:
+        connection.ensure_connection()
+        if getattr(_claims_thread, "tuned", None) is not connection.connection:
+            limit_session()
+            _claims_thread.tuned = connection.connection
+        return fn(*args)
+
+    return reconnecting(call)()

@@ -114,7 +114,7 @@ class Claimer:
         now, node = self.clock(), self.node
         wanted = [claims.SlotClaim(spec.id, slot_ms, spec.package) for spec, slot_ms in batch]
         try:
-            won = await self.db.write(claims.claim_slots, node, wanted, now, self.must_lock())
+            won = await self.db.claim(claims.claim_slots, node, wanted, now, self.must_lock())
         except Exception as exc:
             log.warning("could not claim %d due slots (%s: %s); they are skipped", len(batch), type(exc).__name__, exc)
             return 0
@@ -172,7 +172,7 @@ class Claimer:
         if not ids:
             return 0
         now, node = self.clock(), self.node
-        won = await self.db.write(claims.claim_queued, node, ids, self.schedule.running_jobs(), now)
+        won = await self.db.claim(claims.claim_queued, node, ids, self.schedule.running_jobs(), now)
         self.counters.claimed += len(won)
         metrics.claims(len(won), 0)
         runs = []

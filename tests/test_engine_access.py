@@ -1,0 +1,65 @@
+"""The engine's ways to the database (``scheduler_app.engine.access``): where a claim runs.
+
+On PostgreSQL a claim has its own thread and connection, so it does not wait behind whatever
+the writer thread is doing (a record flush); on SQLite it runs in the writer's thread, after
+what is queued there (one writer at a time). Real threads, the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from django.db import connection
+
+from scheduler_app.engine.access import Database
+from scheduler_app.writer import Writer
+
+
+def _claim_probe(release: threading.Event) -> tuple[str, bool, str | None]:
+    """What a claim sees: its thread, whether the writer's work was over, and (PostgreSQL) its
+    session's idle-transaction limit."""
+    limit = None
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW idle_in_transaction_session_timeout")
+            limit = cursor.fetchone()[0]
+    return threading.current_thread().name, release.is_set(), limit
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_on_postgresql_does_not_wait_for_the_writer_and_on_sqlite_follows_it():
+    writer = Writer(flush_interval=0.01)
+    writer.start()
+    db = Database(writer)
+    release, busy = threading.Event(), threading.Event()
+    postgres = connection.vendor == "postgresql"
+
+    def long_flush() -> None:  # the writer thread held up, as by a large record flush
+        busy.set()
+        release.wait(30)
+
+    async def scenario() -> tuple[str, bool, str | None]:
+        held = asyncio.ensure_future(db.write(long_flush))
+        assert await asyncio.to_thread(busy.wait, 10)
+        claim = asyncio.ensure_future(db.claim(_claim_probe, release))
+        if postgres:  # it must finish while the writer is still held (else: the timeout, a failure)
+            result = await asyncio.wait_for(claim, 20)
+            release.set()
+        else:  # it can only run once the writer's work is over
+            release.set()
+            result = await asyncio.wait_for(claim, 20)
+        await held
+        return result
+
+    try:
+        thread, writer_was_done, limit = asyncio.run(scenario())
+    finally:
+        release.set()
+        db.close()
+        writer.stop(10)
+    if postgres:
+        assert thread.startswith("jobscheduler-claims") and not writer_was_done
+        assert limit not in (None, "0"), "the claims connection has no idle-in-transaction limit"
+    else:
+        assert thread == "jobscheduler-writer" and writer_was_done
