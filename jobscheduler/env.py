@@ -172,9 +172,10 @@ def process_kind(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -
 
 
 #: The most connections a scheduler engine keeps (one per thread that touches the database:
-#: writer, reader, plugin loader, start-up; 3 measured under load). The sizing rule in
+#: start-up, writer, claims (PostgreSQL only), reader, heartbeat, plugin loader; 6 measured on
+#: PostgreSQL with the demo data, 5 before the claims thread). The sizing rule in
 #: docs/deployment.md and an embedded scheduler's share of a web pool use it.
-SCHEDULER_CONNECTIONS = 4
+SCHEDULER_CONNECTIONS = 6
 
 
 class PoolSize(TypedDict):

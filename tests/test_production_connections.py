@@ -203,7 +203,7 @@ def test_a_burst_of_requests_never_holds_more_connections_than_the_web_pool(
         assert sampler.samples and max(sampler.samples) <= pool["max_size"], sampler.samples
         assert max(sampler.samples) >= 1, "the sampler saw the web process's connections"
         # The scheduler keeps its few long-lived connections, named as such, beside the pool.
-        assert 1 <= connections_named("jobscheduler-scheduler") <= 4
+        assert 1 <= connections_named("jobscheduler-scheduler") <= SCHEDULER_CONNECTIONS
     except BaseException:
         print("--- web ---\n" + web.output() + "\n--- scheduler ---\n" + scheduler.output())
         raise
