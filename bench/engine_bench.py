@@ -218,7 +218,8 @@ def measure_scheduler(
         profiler = subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid), "--duration",
              str(int(seconds)), "--rate", "200", "--format", profile, "--output", str(out), "--nonblocking",
-             *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []), *(["--idle", "--threads"] if os.environ.get("BENCH_PROFILE_IDLE") else [])],
+             *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
+             *(["--idle", "--threads"] if os.environ.get("BENCH_PROFILE_IDLE") else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     time.sleep(seconds)
@@ -555,8 +556,8 @@ def main() -> None:
         help="dispatch only: alternate METRICS_ENABLED=false/true ROUNDS times per load, report CPU per run of each",
     )
     parser.add_argument("--profile", choices=["flamegraph", "speedscope", "raw"], default="",
-                        help="record the scheduler with py-spy during each dispatch window "
-                        "(BENCH_PROFILE_GIL=1: GIL holders only; BENCH_PROFILE_IDLE=1: idle samples too, per thread)")  # fmt: skip
+                        help="record the scheduler with py-spy during each dispatch window (BENCH_PROFILE_GIL=1: "
+                        "GIL holders only; BENCH_PROFILE_IDLE=1: idle samples too, per thread)")  # fmt: skip
     args = parser.parse_args()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     db_url = os.environ.get("DB_CONNECTION") or f"sqlite:///{BENCH_DIR / 'bench.db'}"
