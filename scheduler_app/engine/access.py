@@ -22,8 +22,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
+from scheduler_app.nodes import limit_session
 from scheduler_app.writer import Writer
 
 
@@ -74,19 +75,15 @@ def reconnecting(fn: Callable[..., Any]) -> Callable[..., Any]:
 _claims_thread = threading.local()
 
 
-def _claiming(fn: Callable[..., Any], *args: Any) -> Any:
+def _on_claims_connection(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in the claims thread, on a connection set up as the writer's is: a claim's
     transaction holds its jobs' row locks, so one left open by a frozen process must end on its
     own (``nodes.limit_session``), or the nodes taking its jobs over would wait for it."""
-    from django.db import connection
+    connection.ensure_connection()
+    if getattr(_claims_thread, "tuned", None) is not connection.connection:
+        limit_session()
+        _claims_thread.tuned = connection.connection
+    return fn(*args)
 
-    from scheduler_app.nodes import limit_session
 
-    def call() -> Any:
-        connection.ensure_connection()
-        if getattr(_claims_thread, "tuned", None) is not connection.connection:
-            limit_session()
-            _claims_thread.tuned = connection.connection
-        return fn(*args)
-
-    return reconnecting(call)()
+_claiming = reconnecting(_on_claims_connection)
