@@ -57,7 +57,7 @@ def django_env(db_url: str, redis: bool = False) -> dict[str, str]:
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
         # retention would delete and the reconcile would re-read 100,000 jobs: keep them out of the way
-        SCHEDULER_RECONCILE_SECONDS="5",
+        SCHEDULER_RECONCILE_SECONDS=os.environ.get("SCHEDULER_RECONCILE_SECONDS", "5"),
     )
     env.pop("REDIS_URL", None)
     if redis:
@@ -82,11 +82,27 @@ CRON_ZONES = ["UTC", "Europe/Paris", "Europe/London", "America/New_York", "Ameri
               "Pacific/Auckland"]  # fmt: skip
 
 
-def prepare(db_url: str, jobs: int, interval: int, cron: int = 0) -> None:
+#: How far ahead ``prepare`` stamps the jobs' last save (more than any start-up takes).
+START_LEAD_SECONDS = 120
+
+
+def prepare(db_url: str, jobs: int, interval: int, cron: int = 0, backlog: bool = False) -> None:
     """A database with ``jobs`` active jobs of the bench plugin (one user each); the first
-    ``cron`` of them have a cron schedule of the same period instead of the plugin's interval."""
+    ``cron`` of them have a cron schedule of the same period instead of the plugin's interval.
+
+    Without ``backlog`` the jobs count as saved the moment the scheduler starts, so it owes
+    none of them a slot from before its start, as bare APScheduler's reference jobs start 2 s
+    ahead. With it (the yardstick before 28 Nov), jobs saved seconds before the start each owe
+    their latest slot, which the engine runs at once ("caught up"): a burst of up to one
+    interval's runs on top of the offered rate. Near saturation that burst takes longer to
+    drain than the warm-up, and its lag lands in the window."""
+    from datetime import timedelta
+
     from django.core.management import call_command
     from django.db import connection
+    from django.utils import timezone
+
+    from scheduler_app.models import Job
 
     if connection.vendor == "sqlite":
         connection.close()
@@ -94,6 +110,8 @@ def prepare(db_url: str, jobs: int, interval: int, cron: int = 0) -> None:
             Path(connection.settings_dict["NAME"] + suffix).unlink(missing_ok=True)
     call_command("migrate", verbosity=0)
     fill_jobs("bench", jobs, PACKAGE, interval, lambda i: _cron_fields(i, interval) if i < cron else {})
+    if not backlog:
+        Job.objects.update(updated_at=timezone.now() + timedelta(seconds=START_LEAD_SECONDS))
 
 
 def fill_jobs(prefix: str, jobs: int, package: str, interval: int, fields: Any = lambda i: {}) -> list[int]:
@@ -188,6 +206,7 @@ def measure_scheduler(
     profile: str = "",
     cron: int = 0,
     nodes: int = 1,
+    backlog: bool = False,
 ) -> dict:
     """One dispatch measurement; ``nodes`` > 1 runs that many runscheduler processes on the
     same database (they divide the jobs) and sums their CPU."""
@@ -195,7 +214,7 @@ def measure_scheduler(
 
     from scheduler_app.models import JobRun, LogLine
 
-    prepare(db_url, jobs, interval, cron)
+    prepare(db_url, jobs, interval, cron, backlog)
     connection.close()
     procs, wall = [], 0.0
     for n in range(nodes):
@@ -208,7 +227,7 @@ def measure_scheduler(
     proc = procs[0]
     started = time.time()
     warm_up = interval + 1 + (NODES_SETTLE_SECONDS if nodes > 1 else 0)
-    window_start = started + warm_up  # after the first interval: the start-up catch-up is over
+    window_start = started + warm_up  # after the first interval
     time.sleep(warm_up)
     cpu_at_start = sum(_cpu_seconds(p.pid) for p in procs)
     profiler = None
@@ -258,6 +277,7 @@ def measure_scheduler(
         "rss_mb": round(rss),
         "cpu_s_per_s": round(cpu / (window_end - window_start), 3),
         "cpu_us_per_run": round(cpu / len(recorded) * 1e6) if recorded else None,
+        "backlog": backlog,
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 
@@ -406,12 +426,14 @@ def aps_keeps_up(res: dict) -> bool:
     return res["dispatched_per_s"] >= 0.99 * res["offered_per_s"] and (res["lag_p99_ms"] or 1e9) < 100
 
 
-def measure_elsewhere(db_url: str, jobs: int, interval: int, seconds: float, nodes: int = 1) -> dict:
+def measure_elsewhere(
+    db_url: str, jobs: int, interval: int, seconds: float, nodes: int = 1, backlog: bool = False
+) -> dict:
     """One dispatch measurement on another database, in a child bench process (Django binds
     one database per process)."""
     env = dict(os.environ, DB_CONNECTION=db_url)
     cmd = [sys.executable, __file__, "--only", "dispatch", "--jobs", str(jobs), "--interval", str(interval),
-           "--seconds", str(seconds), "--nodes", str(nodes)]  # fmt: skip
+           "--seconds", str(seconds), "--nodes", str(nodes), *(["--backlog"] if backlog else [])]  # fmt: skip
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
@@ -482,6 +504,7 @@ def ratios(
     nodes: int = 1,
     our_rates: list[int] | None = None,
     aps_rates: list[int] | None = None,
+    backlog: bool = False,
 ) -> dict:
     """CPU per recorded run vs bare APScheduler per dispatch; saturation vs APScheduler's; PostgreSQL vs SQLite.
 
@@ -489,7 +512,7 @@ def ratios(
     moments of contention from whatever else runs on the machine. ``nodes`` > 1: our ladders run
     that many runscheduler processes on one database (bare APScheduler stays one process).
     """
-    ours = measure_scheduler(db_url, 10000, 5, seconds, nodes=nodes)
+    ours = measure_scheduler(db_url, 10000, 5, seconds, nodes=nodes, backlog=backlog)
     print("runscheduler", json.dumps(ours), flush=True)
     ref = apscheduler_reference(10000, 5, seconds)
     print("apscheduler", json.dumps(ref), flush=True)
@@ -498,14 +521,14 @@ def ratios(
         Ladder(
             "runscheduler",
             our_rates or OUR_RATES,
-            lambda r: measure_scheduler(db_url, r * 2, 2, seconds, nodes=nodes),
+            lambda r: measure_scheduler(db_url, r * 2, 2, seconds, nodes=nodes, backlog=backlog),
             ours_keeps_up,
         ),
         Ladder("apscheduler", aps_rates or APS_RATES, lambda r: apscheduler_reference(r, 1, seconds), aps_keeps_up),
     ]
     if pg_url:
         pg = Ladder("runscheduler-postgres", our_rates or OUR_RATES,
-                    lambda r: measure_elsewhere(pg_url, r * 2, 2, seconds, nodes), ours_keeps_up)  # fmt: skip
+                    lambda r: measure_elsewhere(pg_url, r * 2, 2, seconds, nodes, backlog), ours_keeps_up)  # fmt: skip
         ladders.append(pg)
     while not all(ladder.done for ladder in ladders):
         for ladder in ladders:
@@ -513,6 +536,7 @@ def ratios(
     our_best, aps_best = ladders[0].best, ladders[1].best
     out = {
         "nodes": nodes,
+        "backlog": backlog,
         "cpu_us_per_recorded_run": ours["cpu_us_per_run"],
         "cpu_us_per_aps_dispatch": ref["cpu_us_per_dispatch"],
         "cpu_per_run_ratio": round(ours["cpu_us_per_run"] / ref["cpu_us_per_dispatch"], 2),
@@ -546,6 +570,9 @@ def main() -> None:
     parser.add_argument("--redis", action="store_true", help="publish through Redis (REDIS_URL) in dispatch runs")
     parser.add_argument("--our-rates", type=int, nargs="*", help=f"ratios: our ladder (default {OUR_RATES})")
     parser.add_argument("--aps-rates", type=int, nargs="*", help=f"ratios: APScheduler's ladder (default {APS_RATES})")
+    parser.add_argument("--backlog", action="store_true",
+                        help="start with every job owing its latest slot (a catch-up burst at start-up; "
+                        "the yardstick before 28 Nov)")  # fmt: skip
     parser.add_argument("--nodes", type=int, default=1,
                         help="dispatch, ratios: run this many runscheduler processes on one database")  # fmt: skip
     parser.add_argument(
@@ -564,7 +591,9 @@ def main() -> None:
     setup_django(db_url)
     results: dict[str, Any] = {"dispatch": [], "startup": [], "apscheduler": []}
     if args.only == "ratios":
-        results["ratios"] = ratios(db_url, args.seconds, args.postgres, args.nodes, args.our_rates, args.aps_rates)
+        results["ratios"] = ratios(
+            db_url, args.seconds, args.postgres, args.nodes, args.our_rates, args.aps_rates, args.backlog
+        )
     if args.only == "cron":
         results["cron"] = cron_cost(db_url, args.seconds, (args.jobs or [10_000])[0], args.interval, args.repeat)
     loads = [(j, args.interval) for j in (args.jobs or [1000, 10000])]
@@ -578,7 +607,9 @@ def main() -> None:
         if args.only == "all":
             runs.append((10000, 5, True))  # the production shape: publishing through Redis
         for jobs, interval, redis in runs:
-            res = measure_scheduler(db_url, jobs, interval, args.seconds, redis, args.profile, nodes=args.nodes)
+            res = measure_scheduler(
+                db_url, jobs, interval, args.seconds, redis, args.profile, nodes=args.nodes, backlog=args.backlog
+            )
             results["dispatch"].append(res)
             print("runscheduler", json.dumps(res), flush=True)
     if args.only in ("startup", "all"):

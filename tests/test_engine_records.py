@@ -372,6 +372,26 @@ def test_the_job_table_reports_changes_made_behind_its_back(alice, bob):
     assert sorted(diff.removed) == sorted([a.pk, b_id]) and diff.deleted == [b_id]
 
 
+def test_the_periodic_full_read_pauses_between_chunks_and_the_start_up_read_does_not(alice, bob, monkeypatch):
+    from scheduler_app import jobtable
+
+    plugin = probe_plugin()
+    jobs = [probe_job(alice, plugin).pk, probe_job(bob, plugin).pk]
+    pauses: list[float] = []
+    real_sleep = jobtable.time.sleep
+    monkeypatch.setattr(jobtable, "PACED_CHUNK", 1)
+    monkeypatch.setattr(jobtable.time, "sleep", lambda s: (pauses.append(s), real_sleep(s)))
+    table = JobTable()
+    assert sorted(s.id for s in table.full().upserted) == sorted(jobs)
+    assert not any(pauses), "the start-up read runs at full speed"
+
+    Job.objects.filter(pk=jobs[0]).update(config={"mode": "fast", "lines": 4})  # behind its back
+    pauses.clear()
+    diff = table.full()
+    assert [s.id for s in diff.upserted] == [jobs[0]], "a paced read finds the same changes"
+    assert pauses.count(jobtable.PACED_PAUSE_SECONDS) == 2, "one pause per chunk of rows (a row per chunk here)"
+
+
 @pytest.mark.skipif(not is_postgres_url(), reason="PostgreSQL only: SQLite's WAL at synchronous=NORMAL never syncs")
 @pytest.mark.django_db(transaction=True)  # SET LOCAL lasts until the real commit
 def test_record_batches_commit_asynchronously_on_postgresql_and_claims_do_not(alice):
