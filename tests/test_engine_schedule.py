@@ -6,6 +6,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from scheduler_app import slots
 from scheduler_app.engine.schedule import Schedule, slot_after, slot_at_or_before
 from scheduler_app.jobtable import Diff, JobSpec
@@ -255,3 +258,48 @@ def test_a_job_whose_schedule_no_longer_parses_is_not_scheduled():
     schedule = loaded(spec())
     schedule.apply(Diff(upserted=[spec(schedule_error="“x” has 1 field")]), T0)
     assert len(schedule) == 0 and schedule.due(T0 + 10**9) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["save", "reschedule", "remove", "tick"]),
+            st.integers(min_value=1, max_value=5),  # job id
+            st.integers(min_value=1, max_value=4),  # interval (s)
+            st.integers(min_value=0, max_value=2500),  # ms the clock moves on
+        ),
+        max_size=60,
+    )
+)
+def test_whatever_the_edits_a_slot_is_handed_out_once_and_only_the_jobs_current_slots(ops):
+    """Saves, interval changes, removals and re-adds leave stale heap items behind; none of
+    them may hand a slot out twice or hand out a slot of a job's old interval."""
+    schedule, now, handed = Schedule(), T0, set()
+    current: dict[int, JobSpec] = {}
+
+    def tick() -> None:
+        for s, slot in schedule.due(now):
+            assert s.id in current and s.interval == current[s.id].interval, "only a job's current schedule"
+            assert slots.is_slot(slot, s.id, s.interval) and slot <= now
+            assert (s.id, slot) not in handed, "a slot is handed out once"
+            handed.add((s.id, slot))
+            schedule.released([s.id])
+
+    for op, job_id, interval, later in ops:
+        now += later
+        if op in ("save", "reschedule"):
+            old = current.get(job_id)
+            job = spec(job_id, interval=interval if op == "reschedule" or old is None else old.interval, updated_ms=now)
+            current[job_id] = job
+            schedule.apply(Diff(upserted=[job]), now)
+        elif op == "remove" and job_id in current:
+            del current[job_id]
+            schedule.apply(Diff(removed=[job_id]), now)
+        tick()
+    # Afterwards every job still scheduled keeps its grid: a slot every interval, none twice.
+    for _ in range(100):
+        now += 100
+        tick()
+    for job_id, job in current.items():
+        assert any(j == job_id and slot > now - 2 * job.interval * 1000 for j, slot in handed), "still scheduled"
