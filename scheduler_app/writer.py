@@ -464,15 +464,26 @@ def datetime_adapter() -> Callable[[datetime | None], Any]:
     awareness and converts through the connection's time zone per value; together ~15 % of the
     engine's CPU at 2,000 runs/s. On SQLite a UTC datetime (every one the engine writes) becomes
     ``str`` of the naive value, the text Django stores, so slots claimed either way compare equal.
+
+    The text of the whole seconds is kept from one value to the next (a statement's values fall
+    in a handful of seconds): ``isoformat`` of an aware datetime costs ~0.8 us, 3-4 times per
+    run; reusing the seconds' text and adding the microseconds halves it.
     """
     if connection.vendor != "sqlite":
         return connection.ops.adapt_datetimefield_value
     slow = connection.ops.adapt_datetimefield_value
+    last_second: tuple[int, ...] = ()
+    last_text = ""
 
     def adapt(value: datetime | None) -> Any:
+        nonlocal last_second, last_text
         if value is not None and value.tzinfo is UTC:
-            # str() of the naive value without making it: the same text less the "+00:00"
-            return value.isoformat(" ")[:-6]
+            second = (value.second, value.minute, value.hour, value.day, value.month, value.year)
+            if second != last_second:
+                # str() of the naive value without making it: the same text less the "+00:00"
+                last_second, last_text = second, value.replace(microsecond=0).isoformat(" ")[:-6]
+            micro = value.microsecond
+            return f"{last_text}.{micro:06d}" if micro else last_text  # as str(): no ".000000"
         return slow(value)
 
     return adapt

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler_app import claims, nodes, retention, services, slots
 from scheduler_app import writer as writer_module
@@ -422,3 +424,16 @@ def test_record_batches_commit_asynchronously_on_postgresql_and_claims_do_not(al
     with transaction.atomic():
         _claim(job, slot)
         assert show() == "on", "claims commit durably"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1)), min_size=1, max_size=20))
+def test_the_writer_s_datetime_text_is_django_s_byte_for_byte(moments):
+    """The engine's raw statements must store what Django stores (a slot claimed by the engine
+    and one saved through the ORM compare equal), including runs of values in one second."""
+    adapt = writer_module.datetime_adapter()
+    for naive in (
+        moments + [m.replace(microsecond=0) for m in moments] + [m + timedelta(microseconds=1) for m in moments]
+    ):
+        value = naive.replace(tzinfo=UTC)
+        assert adapt(value) == connection.ops.adapt_datetimefield_value(value)
