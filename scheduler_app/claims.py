@@ -31,6 +31,11 @@ from scheduler_app.writer import datetime_adapter, json_rows, raw_cursor, to_jso
 
 CHUNK = 400  # rows per INSERT (3 parameters each; SQLite allows 32,766)
 
+#: A claim inserts runs only for jobs that exist. The run table has no foreign key constraint
+#: on its job (migration 0008: its check locked the job row for every run on PostgreSQL, and
+#: failed the whole claim when one job had been deleted); this plain read takes no lock.
+_JOB_EXISTS = f"EXISTS (SELECT 1 FROM {Job._meta.db_table} WHERE {Job._meta.db_table}.id = column1)"
+
 
 @dataclass(frozen=True, slots=True)
 class SlotClaim:
@@ -89,13 +94,13 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
                     slot = slot_db[c.slot_ms] = to_db(slots.to_datetime(c.slot_ms))
                 params += (c.job_id, slot, c.package)
             # What all rows share is given once (three parameters a row, not twelve: binding
-            # them was most of a claim's CPU). "WHERE true" keeps SQLite's parser from reading
-            # ON CONFLICT as a join constraint of the SELECT (its documented ambiguity).
+            # them was most of a claim's CPU). The WHERE (a job deleted meanwhile gets no run)
+            # also keeps SQLite's parser from reading ON CONFLICT as a join constraint.
             cursor.execute(
                 f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
                 f"started_at, error, traceback, log_count) "
                 f"SELECT column1, column2, 1, {p}, {p}, {p}, column3, {p}, {p}, '', '', 0 "
-                f"FROM (VALUES {', '.join([row] * len(chunk))}) WHERE true "
+                f"FROM (VALUES {', '.join([row] * len(chunk))}) WHERE {_JOB_EXISTS} "
                 "ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id",
                 params,
             )
@@ -130,7 +135,7 @@ def _claim_postgresql(
         f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
         f"started_at, error, traceback, log_count) "
         f"SELECT column1, column2, 1, %s, %s, %s, column3, %s, %s, '', '', 0 "
-        f"FROM {json_rows(['bigint', 'timestamptz', 'text'])} AS v "
+        f"FROM {json_rows(['bigint', 'timestamptz', 'text'])} AS v WHERE {_JOB_EXISTS} "
         "ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id",
         [scheduled, running, node, now, now, to_json(rows)],
     )
@@ -186,8 +191,10 @@ def queued_run_ids(limit: int = 200, now: datetime | None = None) -> list[int]:
 def queued_runs(limit: int = 200, now: datetime | None = None) -> list[tuple[int, int]]:
     """``(run id, job id)`` of the queued runs ready to start (the engine keeps its share's)."""
     ready = Q(not_before__isnull=True) | Q(not_before__lte=now or timezone.now())
+    # A run queued while its job was being deleted may outlive it (no constraint): never handed out.
+    job_exists = Exists(Job.objects.filter(pk=OuterRef("job_id")))
     return list(
-        JobRun.objects.filter(ready, status=JobRun.Status.QUEUED)
+        JobRun.objects.filter(ready, job_exists, status=JobRun.Status.QUEUED)
         .order_by("created_at", "id")
         .values_list("id", "job_id")[:limit]
     )
@@ -243,7 +250,9 @@ def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: dat
         JobRun.objects.filter(id__in=won).order_by("id").values_list("id", "job_id", "slot", "trigger", "attempt")
     )
     rows = read_rows(Q(id__in={run[1] for run in runs}))
+    # (a job deleted since the claim has no row: its run is swept with the job's other runs)
     return [
         ManualClaim(run_id, slot, now, spec_from_row(rows[job_id]), trigger, attempt)
         for run_id, job_id, slot, trigger, attempt in runs
+        if job_id in rows
     ]
