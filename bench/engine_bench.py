@@ -25,7 +25,9 @@ Usage (SQLite by default; a fresh database file under $BENCH_DIR, /tmp/jobschedu
 A run's lag is ``JobRun.started_at - JobRun.slot`` as recorded (it includes the tick, the
 claim's round trip to the database and the task start). Runs/s counts runs that finished and
 were recorded with their log line, within the measuring window (after a warm-up of one
-interval, so the catch-up after start-up is not counted).
+interval). The jobs count as saved the moment the scheduler starts, so it owes none of them a
+slot from before (``--backlog``: each owes one, a catch-up burst at start-up). PostgreSQL
+measurements start from truncated tables and end with an idle server (truncated, checkpointed).
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ from scheduler_app.writer import datetime_adapter, json_rows, raw_cursor, to_jso
 
 CHUNK = 400  # rows per INSERT (3 parameters each; SQLite allows 32,766)
 
-#: A claim inserts runs only for jobs that exist. The run table has no foreign key constraint
-#: on its job (migration 0008: its check locked the job row for every run on PostgreSQL, and
-#: failed the whole claim when one job had been deleted); this plain read takes no lock.
+#: A claim inserts runs only for jobs that still exist. A job deleted since the schedule last
+#: heard of it would otherwise fail the run's foreign key check at commit (the constraint is
+#: deferred), and with it the whole claim: every other job's slot of that round skipped.
 _JOB_EXISTS = f"EXISTS (SELECT 1 FROM {Job._meta.db_table} WHERE {Job._meta.db_table}.id = column1)"
 
 
@@ -191,10 +191,8 @@ def queued_run_ids(limit: int = 200, now: datetime | None = None) -> list[int]:
 def queued_runs(limit: int = 200, now: datetime | None = None) -> list[tuple[int, int]]:
     """``(run id, job id)`` of the queued runs ready to start (the engine keeps its share's)."""
     ready = Q(not_before__isnull=True) | Q(not_before__lte=now or timezone.now())
-    # A run queued while its job was being deleted may outlive it (no constraint): never handed out.
-    job_exists = Exists(Job.objects.filter(pk=OuterRef("job_id")))
     return list(
-        JobRun.objects.filter(ready, job_exists, status=JobRun.Status.QUEUED)
+        JobRun.objects.filter(ready, status=JobRun.Status.QUEUED)
         .order_by("created_at", "id")
         .values_list("id", "job_id")[:limit]
     )
@@ -250,9 +248,7 @@ def claim_queued(node: str, run_ids: list[int], busy_job_ids: set[int], now: dat
         JobRun.objects.filter(id__in=won).order_by("id").values_list("id", "job_id", "slot", "trigger", "attempt")
     )
     rows = read_rows(Q(id__in={run[1] for run in runs}))
-    # (a job deleted since the claim has no row: its run is swept with the job's other runs)
     return [
         ManualClaim(run_id, slot, now, spec_from_row(rows[job_id]), trigger, attempt)
         for run_id, job_id, slot, trigger, attempt in runs
-        if job_id in rows
     ]

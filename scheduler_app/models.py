@@ -191,16 +191,7 @@ class JobRun(models.Model):
 
     # No index of its own: the claim's unique (job, slot, attempt) starts with job_id and serves
     # every lookup by job (a second copy cost a scattered B-tree page per claimed run).
-    # No database constraint (the ORM still cascades a job's deletion to its runs). On
-    # PostgreSQL the constraint's check locks the job row (FOR KEY SHARE) for every run a claim
-    # inserts, a WAL record each: with it a node held 12,000 runs/s, without it 14,000
-    # (docs/performance.md, "Runs without a foreign key constraint"). It also failed a whole
-    # claim round (every job's slot) when one job was deleted meanwhile. Claims now insert
-    # runs only for jobs that exist, and a run that slips past a concurrent deletion is swept
-    # (``retention.delete_orphans``).
-    job = models.ForeignKey(
-        Job, on_delete=models.CASCADE, related_name="runs", verbose_name="job", db_index=False, db_constraint=False
-    )
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs", verbose_name="job", db_index=False)
     slot = models.DateTimeField("slot", help_text="The time this run was due (the request time for manual runs).")
     attempt = models.PositiveSmallIntegerField(
         "attempt", default=1, help_text="1 for the first run of a slot; 2, 3... for its retries."

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.db.models import Count
 
-from scheduler_app.models import Job, JobRun, LogLine
+from scheduler_app.models import JobRun, LogLine
 
 FINISHED = [s.value for s in JobRun.FINISHED]
 
@@ -42,22 +42,6 @@ def delete_runs(ids: list[int]) -> int:
     with transaction.atomic():
         LogLine.objects.filter(run_id__in=ids).delete()
         _, by_model = JobRun.objects.filter(id__in=ids, status__in=FINISHED).delete()
-    return by_model.get(JobRun._meta.label, 0)
-
-
-def delete_orphans(job_ids: list[int]) -> int:
-    """Delete the runs (with their lines) of those of ``job_ids`` whose job is gone; return how many.
-
-    Deleting a job deletes its runs, but the run table has no constraint on its job (migration
-    0008), so a run claimed or queued while the deletion was on its way can outlive the job.
-    The engine calls this for the jobs it saw deleted, once their runs had time to end."""
-    gone = set(job_ids) - set(Job.objects.filter(id__in=job_ids).values_list("id", flat=True))
-    if not gone:
-        return 0
-    with transaction.atomic():
-        ids = list(JobRun.objects.filter(job_id__in=gone).values_list("id", flat=True))
-        LogLine.objects.filter(run_id__in=ids).delete()
-        _, by_model = JobRun.objects.filter(id__in=ids).delete()
     return by_model.get(JobRun._meta.label, 0)
 
 

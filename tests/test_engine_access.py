@@ -11,13 +11,9 @@ import threading
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
-from scheduler_app.engine import upkeep
 from scheduler_app.engine.access import Database
-from scheduler_app.models import JobRun
 from scheduler_app.writer import Writer
-from tests.engine_support import probe_job, probe_plugin
 
 
 def _claim_probe(release: threading.Event) -> tuple[str, bool, str | None]:
@@ -67,20 +63,3 @@ def test_a_claim_on_postgresql_does_not_wait_for_the_writer_and_on_sqlite_follow
         assert limit not in (None, "0"), "the claims connection has no idle-in-transaction limit"
     else:
         assert thread == "jobscheduler-writer" and writer_was_done
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_engine_sweeps_the_runs_a_deleted_job_left_behind_through_its_writer(alice):
-    job = probe_job(alice, probe_plugin())
-    job_id = job.pk
-    job.delete()
-    JobRun.objects.create(job_id=job_id, slot=timezone.now(), status=JobRun.Status.RUNNING, node="a")
-    writer = Writer(flush_interval=0.01)
-    writer.start()
-    db = Database(writer)
-    try:
-        asyncio.run(upkeep.sweep_orphans(db, [job_id], delay=0))
-    finally:
-        db.close()
-        writer.stop(10)
-    assert not JobRun.objects.filter(job_id=job_id).exists()

@@ -77,7 +77,6 @@ class Engine:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[Any]] = []
-        self._sweeps: set[asyncio.Task[None]] = set()
         self._claimers: list[asyncio.Task[Any]] = []
         self._apscheduler: Any = None
         self._tick_job: Any = None
@@ -230,9 +229,9 @@ class Engine:
             log.error("stopped with %d run records or log lines unwritten", self.writer.pending())
         await self.publisher.stop()
         self.watchdog.stop()
-        for task in [*self._tasks, *self._sweeps]:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._sweeps, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self.db.close()
         self.heartbeat.close()
         self.registry.close()
@@ -312,10 +311,6 @@ class Engine:
         for job_id in self.schedule.apply(diff, now_ms()):
             for run in [r for r in self.supervisor.active.values() if r.run.job_id == job_id]:
                 self.supervisor.cancel(run, CANCELLED, "cancelled: the job was deleted")
-        if diff.deleted:
-            sweep = asyncio.get_running_loop().create_task(upkeep.sweep_orphans(self.db, diff.deleted))
-            self._sweeps.add(sweep)  # a reference until it ends (the loop keeps only weak ones)
-            sweep.add_done_callback(self._sweeps.discard)
         self.registry.preload((spec.package, spec.code_version) for spec in diff.upserted)
         if diff.upserted:
             self._wake_tick()

@@ -1,4 +1,4 @@
-"""Housekeeping: retention of old runs, runs that outlived their deleted job, SQLite WAL checkpoints.
+"""Housekeeping loops: retention of old runs, and SQLite WAL checkpoints.
 
 Both read in the reader thread and write (if at all) in the writer thread, in small batches,
 so neither holds up claims or log writes.
@@ -20,9 +20,6 @@ from scheduler_app.writer import checkpoint
 log = logging.getLogger("scheduler_app.engine")
 
 RETENTION_SECONDS = 60.0
-#: How long after a job's deletion its left-over runs are swept (its runs were cancelled at
-#: once; one that ignores it is abandoned after 5 s).
-ORPHAN_SWEEP_DELAY_SECONDS = 10.0
 #: SQLite: how often the WAL is checkpointed (off the writer thread).
 CHECKPOINT_SECONDS = 1.0
 
@@ -54,18 +51,6 @@ async def retention_loop(db: Database, clock: Callable[[], datetime], retain_day
             if deleted:
                 log.info("retention: deleted %d old runs with their log lines", deleted)
         await asyncio.sleep(RETENTION_SECONDS)
-
-
-async def sweep_orphans(db: Database, job_ids: list[int], delay: float = ORPHAN_SWEEP_DELAY_SECONDS) -> None:
-    """After ``delay``, delete the runs that outlived these deleted jobs (``retention.delete_orphans``)."""
-    await asyncio.sleep(delay)
-    try:
-        deleted = await db.write(retention.delete_orphans, job_ids)
-    except Exception as exc:  # retention's age rule still removes them one day
-        log.warning("could not sweep the runs of %d deleted jobs (%s: %s)", len(job_ids), type(exc).__name__, exc)
-    else:
-        if deleted:
-            log.info("deleted %d runs that outlived their deleted job", deleted)
 
 
 async def checkpoint_loop(db: Database) -> None:
