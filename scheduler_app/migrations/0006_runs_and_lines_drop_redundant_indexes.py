@@ -5,29 +5,16 @@
 Each cost a B-tree page written per claimed run: the claims insert one row per job, so every
 job-led index takes one scattered page per row (docs/performance.md, "Engine").
 
-The foreign keys' indexes are dropped by name (found by introspection), not by ``AlterField``:
+The foreign keys' indexes are dropped by name (``_fk_indexes``), not by ``AlterField``:
 on SQLite that would copy both tables to drop an index.
 """
 
 import django.db.models.deletion
 from django.db import migrations, models
 
+from ._fk_indexes import create_fk_indexes, drop_fk_indexes
+
 FOREIGN_KEYS = [("jobrun", "job"), ("logline", "run")]
-
-
-def drop_fk_indexes(apps, schema_editor):
-    for model_name, field_name in FOREIGN_KEYS:
-        model = apps.get_model("scheduler_app", model_name)
-        column = model._meta.get_field(field_name).column
-        for name in schema_editor._constraint_names(model, [column], index=True, unique=False):
-            schema_editor.execute(schema_editor._delete_index_sql(model, name))
-
-
-def create_fk_indexes(apps, schema_editor):
-    for model_name, field_name in FOREIGN_KEYS:
-        model = apps.get_model("scheduler_app", model_name)
-        field = model._meta.get_field(field_name)
-        schema_editor.execute(schema_editor._create_index_sql(model, fields=[field]))
 
 
 class Migration(migrations.Migration):
@@ -65,6 +52,6 @@ class Migration(migrations.Migration):
                     ),
                 ),
             ],
-            database_operations=[migrations.RunPython(drop_fk_indexes, create_fk_indexes)],
+            database_operations=[migrations.RunPython(drop_fk_indexes(*FOREIGN_KEYS), create_fk_indexes(*FOREIGN_KEYS))],
         ),
     ]

@@ -10,7 +10,7 @@ wave 2d"). Every query on either column compares it to a value, which implies ``
 so PostgreSQL and SQLite both still use the indexes (retention's ``finished_at < cutoff``,
 the alerts' ranges, Django's ``cancelled_by IN (..)`` when a user is deleted).
 
-``cancelled_by``'s foreign key index is dropped by name (found by introspection), not by
+``cancelled_by``'s foreign key index is dropped by name (``_fk_indexes``), not by
 ``AlterField``: on SQLite that would copy the table to drop an index.
 """
 
@@ -18,17 +18,9 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from ._fk_indexes import create_fk_indexes, drop_fk_indexes
 
-def drop_fk_index(apps, schema_editor):
-    model = apps.get_model("scheduler_app", "jobrun")
-    column = model._meta.get_field("cancelled_by").column
-    for name in schema_editor._constraint_names(model, [column], index=True, unique=False):
-        schema_editor.execute(schema_editor._delete_index_sql(model, name))
-
-
-def create_fk_index(apps, schema_editor):
-    model = apps.get_model("scheduler_app", "jobrun")
-    schema_editor.execute(schema_editor._create_index_sql(model, fields=[model._meta.get_field("cancelled_by")]))
+CANCELLED_BY = ("jobrun", "cancelled_by")
 
 
 class Migration(migrations.Migration):
@@ -61,7 +53,7 @@ class Migration(migrations.Migration):
                     ),
                 ),
             ],
-            database_operations=[migrations.RunPython(drop_fk_index, create_fk_index)],
+            database_operations=[migrations.RunPython(drop_fk_indexes(CANCELLED_BY), create_fk_indexes(CANCELLED_BY))],
         ),
         migrations.AddIndex(
             model_name="jobrun",
