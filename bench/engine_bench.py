@@ -130,9 +130,7 @@ def fill_jobs(prefix: str, jobs: int, package: str, interval: int, fields: Any =
         # A clean start, as SQLite's new file is: DELETE would leave the last measurement's rows
         # and their index entries dead until autovacuum came, and the next measurement would
         # scan them (the engine's "running" lookups above all) at a cost that varied by step.
-        tables = [m._meta.db_table for m in (LogLine, JobRun, SchedulerNode, Job, Plugin)]
-        with connection.cursor() as cursor:
-            cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+        truncate(LogLine, JobRun, SchedulerNode, Job, Plugin)
     else:
         LogLine.objects.all().delete()
         JobRun.objects.all().delete()
@@ -155,6 +153,14 @@ def fill_jobs(prefix: str, jobs: int, package: str, interval: int, fields: Any =
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")  # the planner's figures for the tables just filled
     return list(Job.objects.values_list("id", flat=True))
+
+
+def truncate(*models: Any) -> None:
+    """PostgreSQL: empty these models' tables (and those that refer to them) at once."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(m._meta.db_table for m in models)} CASCADE")
 
 
 def _cron_fields(i: int, interval: int) -> dict[str, Any]:
@@ -278,8 +284,8 @@ def measure_scheduler(
     if connection.vendor == "postgresql":
         # Leave the server idle for whatever is measured next (the ladders take turns): without
         # this, autovacuum and the checkpoint of this step's rows ran during the next step.
+        truncate(LogLine, JobRun)
         with connection.cursor() as cursor:
-            cursor.execute(f"TRUNCATE {LogLine._meta.db_table}, {JobRun._meta.db_table} CASCADE")
             cursor.execute("CHECKPOINT")
     return {
         "jobs": jobs,
