@@ -119,8 +119,8 @@ def read_rows(where: Q, paced: bool = False) -> dict[int, tuple[Any, ...]]:
     ``paced``: a short pause after every ``PACED_CHUNK`` rows. Turning rows into Python objects
     holds the GIL (~5 us a row), and a busy loop gets it back only every switch interval (5 ms):
     reading 20,000 jobs in one go halved the loop's share for ~0.2 s every reconcile, and the
-    runs due meanwhile started up to ~100 ms late (docs/performance.md, "The periodic
-    reconcile"). Paced, the read takes at most ~1/4 of the GIL and the loop keeps up.
+    runs due meanwhile started up to ~100 ms late (docs/performance.md, "Saturation, wave
+    2e", item 2). Paced, the read takes at most ~1/4 of the GIL and the loop keeps up.
     """
     chunk_size, pause = (PACED_CHUNK, PACED_PAUSE_SECONDS) if paced else (1000, 0.0)
     query = (
