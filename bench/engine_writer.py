@@ -7,7 +7,12 @@ Python work plus the database's own, which runs in this process on SQLite). What
 out (the event loop, the schedule) is what ``engine_supervisor.py`` and ``engine_bench.py``
 measure.
 
-    .venv/bin/python bench/engine_writer.py --runs 20000 --batch 250 [--profile]
+    .venv/bin/python bench/engine_writer.py --runs 20000 --batch 250 [--profile] [--busy-thread]
+
+``--busy-thread`` runs pure Python in a second thread meanwhile (the event loop at saturation)
+and prints the wall time of a claim round and of a record batch: the DB-API gives the GIL away
+around every step of a statement, and each time the writer must wait to get it back from the
+busy thread (up to the 5 ms switch interval), so a statement's steps cost far more than its CPU.
     DB_CONNECTION=postgres://... .venv/bin/python bench/engine_writer.py
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,10 +40,17 @@ from scheduler_app.streams import RunSnapshot  # noqa: E402
 from scheduler_app.writer import Batch, PendingLine, RunFinish, write_batch  # noqa: E402
 
 
-def drive(runs: int, batch: int) -> tuple[float, float]:
+def busy(stop: threading.Event) -> None:
+    """Pure Python until ``stop`` (small functions and objects, as the event loop's per-run work)."""
+    while not stop.is_set():
+        for i in range(1000):
+            _ = {"run": i, "job": [i, i + 1]}
+
+
+def drive(runs: int, batch: int) -> tuple[float, float, float, float]:
     job_ids = list(Job.objects.order_by("id").values_list("id", flat=True))
     base = int(time.time() * 1000) // 1000 * 1000
-    claim_cpu = write_cpu = 0.0
+    claim_cpu = write_cpu = claim_wall = write_wall = 0.0
     done = 0
     round_no = 0
     while done < runs:
@@ -45,9 +58,9 @@ def drive(runs: int, batch: int) -> tuple[float, float]:
         slot_ms = base + round_no * 1000
         wanted = [claims.SlotClaim(j, slot_ms, engine_bench.PACKAGE) for j in job_ids[:batch]]
         now = datetime.now(UTC)
-        t0 = time.process_time()
+        w0, t0 = time.perf_counter(), time.thread_time()
         won = claims.claim_slots("bench-node", wanted, now, False)
-        t1 = time.process_time()
+        w1, t1 = time.perf_counter(), time.thread_time()
         finishes, lines = [], []
         end = now + timedelta(milliseconds=1)
         for (job_id, ms), run_id in won.items():
@@ -55,13 +68,16 @@ def drive(runs: int, batch: int) -> tuple[float, float]:
                                now, end)  # fmt: skip
             finishes.append(RunFinish(snap, "", 1))
             lines.append(PendingLine(run_id, 1, now, 20, "tick", job_id, "logs.1.1"))
-        t2 = time.process_time()
+        w2, t2 = time.perf_counter(), time.thread_time()
         write_batch(Batch(lines, finishes))
-        t3 = time.process_time()
+        w3, t3 = time.perf_counter(), time.thread_time()
         claim_cpu += t1 - t0
         write_cpu += t3 - t2
+        claim_wall += w1 - w0
+        write_wall += w3 - w2
         done += len(won)
-    return claim_cpu / done * 1e6, write_cpu / done * 1e6
+    per_run = 1e6 / done
+    return claim_cpu * per_run, write_cpu * per_run, claim_wall * 1000 / round_no, write_wall * 1000 / round_no
 
 
 def main() -> None:
@@ -69,13 +85,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
+    parser.add_argument("--busy-thread", action="store_true", help="pure Python in a second thread meanwhile")
     args = parser.parse_args()
     from django.db import connection
 
     engine_bench.prepare("", args.batch, 60)
     connection.close()
-    claim_us, write_us = drive(args.runs, args.batch)
-    print(f"claim {claim_us:.1f} us, record {write_us:.1f} us of CPU per run (the writer thread's part)")
+    stop = threading.Event()
+    if args.busy_thread:
+        threading.Thread(target=busy, args=(stop,), daemon=True).start()
+    try:
+        claim_us, write_us, claim_ms, write_ms = drive(args.runs, args.batch)
+    finally:
+        stop.set()
+    print(f"claim {claim_us:.1f} us, record {write_us:.1f} us of CPU per run (the writer thread's part); "
+          f"wall per round of {args.batch}: claim {claim_ms:.2f} ms, records {write_ms:.2f} ms"
+          f"{' (a busy thread meanwhile)' if args.busy_thread else ''}")  # fmt: skip
     if args.profile:
         import cProfile
         import pstats

@@ -1,10 +1,10 @@
 """Claims: how a scheduler node wins the right to run a slot, so each runs exactly once.
 
 Scheduled slots: every node inserts a ``running`` ``JobRun`` for each due (job, slot) in one
-multi-row ``INSERT .. ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id``; the
-unique constraint decides, and the returned rows are exactly the claims this node won (one
-statement per batch, on SQLite >= 3.35 and PostgreSQL alike; raw DB-API statements, as the
-writer's, because this runs tens of times a second). A job with a run still
+multi-row ``INSERT .. ON CONFLICT (job_id, slot, attempt) DO NOTHING``; the unique constraint
+decides, and the rows it inserted are exactly the claims this node won (PostgreSQL returns them
+with ``RETURNING id, job_id``; SQLite reads them back as one row, ``_won``). One statement per
+batch, raw DB-API statements as the writer's, because this runs tens of times a second. A job with a run still
 ``running`` on another node is left out, so a job never overlaps itself across nodes either
 (the engine skips the jobs it runs itself before asking).
 
@@ -69,17 +69,24 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
             claims = [c for c in claims if c.job_id in locked]
         # This node knows its own running jobs (and may not have flushed the finish of one that
         # just ended); the database tells about the other nodes'.
-        busy: set[int] = set()
         if connection.vendor == "postgresql":
             return _claim_postgresql(cursor, table, node, claims, latest, now)
+        # Every statement below returns one row: the DB-API gives the GIL away around each step
+        # of a statement, so a row per claimed run (``RETURNING``) cost a GIL hand-over with the
+        # busy event loop per run (see ``_won``).
+        before = 0
+        busy: set[int] = set()
         for start in range(0, len(claims), CHUNK):
             ids = [c.job_id for c in claims[start : start + CHUNK]]
             cursor.execute(
-                f"SELECT job_id FROM {table} WHERE status = {p} AND node <> {p} "
-                f"AND job_id IN ({', '.join([p] * len(ids))})",
+                f"SELECT (SELECT max(id) FROM {table}), (SELECT group_concat(job_id) FROM {table} "
+                f"WHERE status = {p} AND node <> {p} AND job_id IN ({', '.join([p] * len(ids))}))",
                 [running, node, *ids],
             )
-            busy.update(row[0] for row in cursor.fetchall())
+            top, elsewhere = cursor.fetchone()
+            before = before or top or 0
+            if elsewhere:
+                busy.update(map(int, elsewhere.split(",")))
         todo = [c for c in claims if c.job_id not in busy]
         row = f"({p}, {p}, {p})"
         # Most claims of a round share a handful of slots (the jobs due in one tick): each slot
@@ -101,12 +108,27 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
                 f"started_at, error, traceback, log_count) "
                 f"SELECT column1, column2, 1, {p}, {p}, {p}, column3, {p}, {p}, '', '', 0 "
                 f"FROM (VALUES {', '.join([row] * len(chunk))}) WHERE {_JOB_EXISTS} "
-                "ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id",
+                "ON CONFLICT (job_id, slot, attempt) DO NOTHING",
                 params,
             )
-            for run_id, job_id in cursor.fetchall():
-                won[(job_id, latest[job_id].slot_ms)] = run_id
+        for run_id, job_id in _won(cursor, table, p, before):
+            won[(job_id, latest[job_id].slot_ms)] = run_id
     return won
+
+
+def _won(cursor: Any, table: str, p: str, before: int) -> list[tuple[int, int]]:
+    """SQLite: ``(run id, job id)`` of the runs this transaction inserted, read as one row.
+
+    The claim's transaction holds SQLite's write lock (``BEGIN IMMEDIATE``), so every run with an
+    id above the largest before it is one of its own. (Not ``lastrowid - rowcount``: a row
+    skipped by ``DO NOTHING`` still uses up an AUTOINCREMENT id, so the ids can have gaps.)
+    Both aggregates step through the same rows in the same order, so their lists pair up.
+    """
+    cursor.execute(f"SELECT group_concat(id), group_concat(job_id) FROM {table} WHERE id > {p}", [before])
+    run_ids, job_ids = cursor.fetchone()
+    if not run_ids:
+        return []
+    return list(zip(map(int, run_ids.split(",")), map(int, job_ids.split(",")), strict=True))
 
 
 def _claim_postgresql(

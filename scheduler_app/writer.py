@@ -375,15 +375,19 @@ def _insert_lines(lines: list[PendingLine], with_ids: bool = True) -> None:
             for line in chunk:
                 params.extend((line.run_id, line.seq, to_db(line.created_at), line.level, line.message))
             cursor.execute(
-                f"INSERT INTO {table} (run_id, seq, created_at, level, message) VALUES "
-                f"{', '.join([row] * len(chunk))}{' RETURNING id' if with_ids else ''}",
+                f"INSERT INTO {table} (run_id, seq, created_at, level, message) VALUES {', '.join([row] * len(chunk))}",
                 params,
             )
             if with_ids:
-                # Both SQLite and PostgreSQL return the rows of a VALUES insert in order (Django's
-                # bulk_create relies on the same).
-                for line, returned in zip(chunk, cursor.fetchall(), strict=True):
-                    line.id = returned[0]
+                # Not ``RETURNING id``: the DB-API steps a statement once per returned row and
+                # gives the GIL away around each step, a hand-over with the busy event loop per
+                # line (see ``_update_runs``). The rows of one multi-row INSERT into an
+                # AUTOINCREMENT table get consecutive ids in VALUES order (each is one above the
+                # largest so far; a failing row fails the whole statement), the last one being
+                # ``lastrowid``.
+                first = cursor.lastrowid - len(chunk) + 1
+                for offset, line in enumerate(chunk):
+                    line.id = first + offset
 
 
 def _insert_lines_postgresql(table: str, lines: list[PendingLine], with_ids: bool) -> None:
@@ -449,11 +453,22 @@ def _update_runs(batch: Batch) -> None:
             if line.run_id not in finished:
                 counts[line.run_id] = max(counts.get(line.run_id, 0), line.seq)
         if counts:
-            # live count for runs still going (a page shows "12 lines" while it runs)
-            cursor.executemany(
-                f"UPDATE {table} SET log_count = {p} WHERE id = {p} AND log_count < {p} AND status = {p}",
-                [(n, run_id, n, RUNNING) for run_id, n in counts.items()],
-            )
+            # live count for runs still going (a page shows "12 lines" while it runs); one
+            # statement, as the finishes above
+            items = list(counts.items())
+            for start in range(0, len(items), FINISH_CHUNK):
+                chunk_counts = items[start : start + FINISH_CHUNK]
+                if postgres:
+                    source = json_rows(["bigint", "integer"])
+                    params = [to_json(chunk_counts)]
+                else:
+                    source = f"(VALUES {', '.join([f'({p}, {p})'] * len(chunk_counts))})"
+                    params = [value for pair in chunk_counts for value in pair]
+                cursor.execute(
+                    f"UPDATE {table} SET log_count = v.column2 FROM {source} AS v "
+                    f"WHERE {table}.id = v.column1 AND {table}.log_count < v.column2 AND {table}.status = {p}",
+                    [*params, RUNNING],
+                )
 
 
 def datetime_adapter() -> Callable[[datetime | None], Any]:

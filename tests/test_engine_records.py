@@ -84,6 +84,36 @@ def test_a_job_deleted_meanwhile_gets_no_run_and_the_others_of_the_round_are_cla
     assert list(JobRun.objects.values_list("job_id", flat=True)) == [kept.pk]
 
 
+def test_a_claim_round_pairs_each_won_slot_with_its_own_run(alice):
+    """The won runs come back as one row (SQLite) or one result (PostgreSQL), whatever else the
+    round met: a slot claimed before (its AUTOINCREMENT id is used up all the same on SQLite), a
+    job running on another node, a deleted job, and runs inserted before the round."""
+    plugin = probe_plugin()
+    jobs = [probe_job(alice, plugin, activate=False) for _ in range(8)]
+    slot = slots.slot_after(slots.to_ms(timezone.now()), jobs[0].pk, 1)
+    assert _claim(jobs[1], slot, "a") and _claim(jobs[4], slot - 1000, "b")  # taken / running on b
+    jobs[6].delete()
+    wanted = [claims.SlotClaim(job.pk, slot, plugin.package) for job in jobs]
+    won = claims.claim_slots("a", wanted, timezone.now(), lock=False)
+    assert sorted(job_id for job_id, _ in won) == [jobs[i].pk for i in (0, 2, 3, 5, 7)]
+    stored = dict(JobRun.objects.filter(pk__in=won.values()).values_list("pk", "job_id"))
+    assert {run_id: job_id for (job_id, _slot), run_id in won.items()} == stored
+    assert all(ms == slot for _job, ms in won)
+
+
+def test_line_ids_are_the_stored_ids_across_chunks_and_after_earlier_lines(alice):
+    job = probe_job(alice, probe_plugin(), activate=False)
+    first, second = (_running(services.run_now(job), "a") for _ in range(2))
+    now = datetime.now(UTC)
+    write_batch(Batch([PendingLine(first.pk, 1, now, 20, "earlier")], []))
+    lines = [PendingLine(second.pk, seq, now, 20, f"line {seq}") for seq in range(1, writer_module.CHUNK + 3)]
+    write_batch(Batch(lines, []))
+    stored = dict(LogLine.objects.filter(run=second).values_list("seq", "pk"))
+    assert [line.id for line in lines] == [stored[line.seq] for line in lines]
+    second.refresh_from_db()
+    assert second.log_count == writer_module.CHUNK + 2, "the live count of a run still going"
+
+
 def test_a_queued_run_is_claimed_by_one_node(alice):
     job = probe_job(alice, probe_plugin(), activate=False)
     run = services.run_now(job)
