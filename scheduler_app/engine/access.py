@@ -8,6 +8,13 @@
   that wait was most of the slot-to-start lag (docs/performance.md, "Saturation, wave 2d").
   A claim commits before its runs start either way. On SQLite it stays in the writer's thread:
   SQLite takes one writer at a time, so a second connection would only wait for the lock.
+- ``heartbeat``: a heartbeat's transaction (``Heartbeat``'s ``call``). On PostgreSQL ``None``: the
+  heartbeat keeps a thread and connection of its own, so it never queues behind claims and
+  flushes. On SQLite the writer's thread, before the pending records (calls go first): a second
+  writing connection lost SQLite's lock to the writer's back-to-back transactions (its busy
+  handler sleeps 1, 2, 5 ... up to 100 ms between tries), so at 12,000 runs/s no heartbeat got
+  through for 2.5 s and the node fenced itself; and a heartbeat holding the lock made the
+  writer sleep the same way, late claims for every run due meanwhile.
 - ``read``: a function run in the reader thread (job table snapshots, queued-run polls,
   retention scans), so a long read never holds up a claim.
 
@@ -18,11 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 from scheduler_app.nodes import limit_session
 from scheduler_app.writer import Writer
@@ -44,6 +51,15 @@ class Database:
             return await self.write(fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self._claims, _claiming, fn, *args)
 
+    @property
+    def heartbeat(self) -> Callable[..., Awaitable[Any]] | None:
+        if connections[DEFAULT_DB_ALIAS].vendor != "sqlite":
+            return None
+        return self._atomic_write
+
+    async def _atomic_write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.write(_atomically, fn, *args)
+
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._reader, reconnecting(fn), *args)
 
@@ -52,6 +68,11 @@ class Database:
             if executor is not None:
                 executor.submit(connections.close_all)
                 executor.shutdown(wait=True)
+
+
+def _atomically(fn: Callable[..., Any], *args: Any) -> Any:
+    with transaction.atomic():
+        return fn(*args)
 
 
 def reconnecting(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -114,6 +114,7 @@ class Engine:
             on_fence=self.division.fence,
             on_members=self.division.members_changed,
             on_rename=self._renamed,
+            call=self.db.heartbeat,
         )
         membership = self.heartbeat.membership
         self.claimer = Claimer(self.db, self.schedule, self.node, self.start_run, self.counters, utcnow,

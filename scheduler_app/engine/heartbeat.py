@@ -18,9 +18,11 @@ The rules live in ``scheduler_app.cluster`` (the lease, rendezvous shares; pure)
   fences it and registers it again under a new name (``on_rename``), so nothing of the old
   node is ever written over what the others decided.
 
-The statements run in a thread (and connection) of their own, not the writer's: queued behind
-the claims and flushes of a busy node, a heartbeat would arrive late and the node would fence
-itself, or be declared lost, for being busy. Every database call and the clocks can be
+On PostgreSQL the statements run in a thread (and connection) of their own, not the writer's:
+queued behind the claims and flushes of a busy node, a heartbeat would arrive late and the node
+would fence itself, or be declared lost, for being busy. On SQLite, which writes one transaction
+at a time, they run in the writer's thread (``access.Database.heartbeat``), ahead of its pending
+records. Every database call and the clocks can be
 replaced, so tests/test_engine_heartbeat.py checks each rule in process with a fake clock.
 """
 
