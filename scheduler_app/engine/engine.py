@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,9 @@ SCHEDULE = JobRun.Trigger.SCHEDULE.value
 
 #: Allocations between young garbage collections once the engine runs (see ``start``).
 YOUNG_COLLECTION_EVERY = 20_000
+#: The longest a thread waits for the GIL while another runs Python (``sys.setswitchinterval``;
+#: Python's default is 5 ms). See ``start``.
+SWITCH_INTERVAL_SECONDS = 0.001
 
 
 def utcnow() -> datetime:
@@ -158,6 +162,11 @@ class Engine:
         # rare (a failed run's traceback): a young collection every 700 allocations (Python's
         # default) walked thousands of runs in flight for nothing. Every YOUNG_COLLECTION_EVERY.
         gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
+        # The writer thread gives the GIL away around every SQLite call (a statement's prepare,
+        # each step, its reset, the commit) and then waits until the busy loop lets go of it:
+        # up to the switch interval each time, so a claim round of a few statements took tens of
+        # milliseconds of waiting at saturation (docs/performance.md, "Saturation, wave 2f").
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self.started = True
         log.info("scheduler node %s started in %.2f s: %d active jobs%s", self.node, time.monotonic() - t0,
                  len(self.schedule), " (embedded in the web process)" if self.embedded else "")  # fmt: skip
