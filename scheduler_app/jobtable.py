@@ -133,12 +133,48 @@ def read_rows(where: Q, paced: bool = False) -> dict[int, tuple[Any, ...]]:
     sql, params = query.query.sql_with_params()
     rows: dict[int, tuple[Any, ...]] = {}
     with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            _read_sqlite_chunks(cursor, sql, params, rows, chunk_size, pause)
+            return rows
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(chunk_size):
             for row in chunk:
                 rows[row[0]] = tuple(row)
             time.sleep(pause)  # let the event loop have the GIL between chunks
     return rows
+
+
+def _read_sqlite_chunks(
+    cursor: Any, sql: str, params: Any, rows: dict[int, tuple[Any, ...]], chunk_size: int, pause: float
+) -> None:
+    """SQLite: the rows of ``sql`` a chunk at a time, each chunk as **one row** of JSON.
+
+    Python's ``sqlite3`` steps a query once per row and gives the GIL away around every step;
+    each time, the reader then waits for the busy loop to let go of the GIL, and past the switch
+    interval forces it to. A re-read of 26,000 jobs was 26,000 such hand-overs: ~1-2 s of
+    reading during which the loop lost the GIL every few dozen microseconds (the lag spikes at
+    every reconcile in docs/performance.md, "Saturation, wave 2f"). One ``json_group_array``
+    row per chunk is one step; ``json.loads`` runs in C. The values come as SQLite stores them:
+    ``updated_at`` as text and ``enabled`` as 0/1 where Django's converters give a datetime and a
+    bool; ``spec_from_row`` makes the same spec of either, and every read of a node takes this
+    path, so a row compares equal from one read to the next.
+    """
+    columns = ", ".join(connection.ops.quote_name(name) for name in _FIELDS)
+    quoted_id = connection.ops.quote_name("id")
+    chunk_sql = (
+        f"SELECT json_group_array(json_array({columns})) FROM "
+        f"(SELECT * FROM ({sql}) WHERE {quoted_id} > %s ORDER BY {quoted_id} LIMIT %s)"
+    )
+    after = 0
+    while True:
+        cursor.execute(chunk_sql, [*params, after, chunk_size])
+        chunk = json.loads(cursor.fetchone()[0])
+        for row in chunk:
+            rows[row[0]] = tuple(row)
+        if len(chunk) < chunk_size:
+            return
+        after = max(row[0] for row in chunk)
+        time.sleep(pause)  # let the event loop have the GIL between chunks
 
 
 def spec_from_row(row: tuple[Any, ...]) -> JobSpec:

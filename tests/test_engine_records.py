@@ -439,6 +439,37 @@ def test_the_periodic_full_read_pauses_between_chunks_and_the_start_up_read_does
     assert pauses.count(jobtable.PACED_PAUSE_SECONDS) == 2, "one pause per chunk of rows (a row per chunk here)"
 
 
+def test_the_rows_read_in_chunks_are_the_rows_the_db_api_gives(monkeypatch):
+    """SQLite reads the job table a chunk per JSON row (one step, not one per row): each row
+    must make the spec the DB-API's row makes, and two reads must give equal rows (else every
+    re-read would find every job changed)."""
+    from django.contrib.auth import get_user_model
+
+    from scheduler_app import jobtable
+
+    plugin = probe_plugin(timeout=30)
+    owners = [get_user_model().objects.create_user(f"reader{i}", password="x") for i in range(6)]
+    jobs = [probe_job(owner, plugin) for owner in owners]
+    Job.objects.filter(pk=jobs[0].pk).update(config={"text": 'quote " back\\ \u00e9 \U0001f600', "n": [1.5, None]})
+    Job.objects.filter(pk=jobs[1].pk).update(schedule="*/5 * * * *", timezone="Europe/Paris", timeout=7)
+    query = (
+        Job.objects.with_effective_timeout()
+        .filter(jobtable.SCHEDULED)
+        .annotate(config_text=jobtable.Cast("config", jobtable.TextField()))
+        .values_list(*jobtable._FIELDS)
+    )
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        expected = {row[0]: tuple(row) for row in cursor.fetchall()}
+    assert len(expected) == 6
+    monkeypatch.setattr(jobtable, "PACED_CHUNK", 4)  # two chunks, the second one short
+    paced, whole = jobtable.read_rows(jobtable.SCHEDULED, paced=True), jobtable.read_rows(jobtable.SCHEDULED)
+    assert paced == whole and sorted(paced) == sorted(expected)
+    for job_id, row in expected.items():
+        assert jobtable.spec_from_row(paced[job_id]) == jobtable.spec_from_row(row)
+
+
 @pytest.mark.skipif(not is_postgres_url(), reason="PostgreSQL only: SQLite's WAL at synchronous=NORMAL never syncs")
 @pytest.mark.django_db(transaction=True)  # SET LOCAL lasts until the real commit
 def test_record_batches_commit_asynchronously_on_postgresql_and_claims_do_not(alice):
