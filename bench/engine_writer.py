@@ -7,7 +7,7 @@ Python work plus the database's own, which runs in this process on SQLite). What
 out (the event loop, the schedule) is what ``engine_supervisor.py`` and ``engine_bench.py``
 measure.
 
-    .venv/bin/python bench/engine_writer.py --runs 20000 --batch 250 [--profile] [--busy-thread]
+    .venv/bin/python bench/engine_writer.py --runs 20000 --batch 250 [--profile] [--busy-thread] [--switch-interval S]
 
 ``--busy-thread`` runs pure Python in a second thread meanwhile (the event loop at saturation)
 and prints the wall time of a claim round and of a record batch: the DB-API gives the GIL away
@@ -35,6 +35,7 @@ import engine_bench  # noqa: E402
 engine_bench.setup_django(os.environ.get("DB_CONNECTION") or f"sqlite:///{BENCH_DIR / 'writer.db'}")
 
 from scheduler_app import claims, slots  # noqa: E402
+from scheduler_app.engine.engine import SWITCH_INTERVAL_SECONDS  # noqa: E402
 from scheduler_app.models import Job  # noqa: E402
 from scheduler_app.streams import RunSnapshot  # noqa: E402
 from scheduler_app.writer import Batch, PendingLine, RunFinish, write_batch  # noqa: E402
@@ -86,11 +87,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
     parser.add_argument("--busy-thread", action="store_true", help="pure Python in a second thread meanwhile")
+    parser.add_argument("--switch-interval", type=float, default=SWITCH_INTERVAL_SECONDS,
+                        help=f"sys.setswitchinterval (default: the engine's, {SWITCH_INTERVAL_SECONDS} s)")  # fmt: skip
     args = parser.parse_args()
     from django.db import connection
 
     engine_bench.prepare("", args.batch, 60)
     connection.close()
+    sys.setswitchinterval(args.switch_interval)
     stop = threading.Event()
     if args.busy_thread:
         threading.Thread(target=busy, args=(stop,), daemon=True).start()
@@ -100,7 +104,8 @@ def main() -> None:
         stop.set()
     print(f"claim {claim_us:.1f} us, record {write_us:.1f} us of CPU per run (the writer thread's part); "
           f"wall per round of {args.batch}: claim {claim_ms:.2f} ms, records {write_ms:.2f} ms"
-          f"{' (a busy thread meanwhile)' if args.busy_thread else ''}")  # fmt: skip
+          f"{' (a busy thread meanwhile)' if args.busy_thread else ''}, "
+          f"switch interval {args.switch_interval:g} s")  # fmt: skip
     if args.profile:
         import cProfile
         import pstats
