@@ -4,9 +4,9 @@ Scheduled slots: every node inserts a ``running`` ``JobRun`` for each due (job, 
 multi-row ``INSERT .. ON CONFLICT (job_id, slot, attempt) DO NOTHING``; the unique constraint
 decides, and the rows it inserted are exactly the claims this node won (PostgreSQL returns them
 with ``RETURNING id, job_id``; SQLite reads them back as one row, ``_won``). One statement per
-batch, raw DB-API statements as the writer's, because this runs tens of times a second. A job with a run still
-``running`` on another node is left out, so a job never overlaps itself across nodes either
-(the engine skips the jobs it runs itself before asking).
+batch, raw DB-API statements as the writer's, because this runs tens of times a second. A job
+with a run still ``running`` on another node is left out, so a job never overlaps itself across
+nodes either (the engine skips the jobs it runs itself before asking).
 
 Manual runs ("run now"): the service layer inserts a ``queued`` run; a node claims it with a
 conditional update (``status=queued`` -> ``running``); a count of 0 means another node won.

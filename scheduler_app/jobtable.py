@@ -150,11 +150,11 @@ def _read_sqlite_chunks(
     """SQLite: the rows of ``sql`` a chunk at a time, each chunk as **one row** of JSON.
 
     Python's ``sqlite3`` steps a query once per row and gives the GIL away around every step;
-    each time, the reader then waits for the busy loop to let go of the GIL, and past the switch
-    interval forces it to. A re-read of 26,000 jobs was 26,000 such hand-overs: ~1-2 s of
-    reading during which the loop lost the GIL every few dozen microseconds (the lag spikes at
-    every reconcile in docs/performance.md, "Saturation, wave 2f"). One ``json_group_array``
-    row per chunk is one step; ``json.loads`` runs in C. The values come as SQLite stores them:
+    each time, the reader then waits for the busy loop to let go of the GIL. Beside a busy loop a
+    re-read of 26,000 jobs took 5.5-12 s that way (``bench/engine_reader.py``), so a change made
+    behind the engine's back was seen that late, and the checkpoints queued behind it; as one
+    ``json_group_array`` row per chunk (one step; ``json.loads`` runs in C) it takes ~0.9 s
+    (docs/performance.md, "Saturation, wave 2f"). The values come as SQLite stores them:
     ``updated_at`` as text and ``enabled`` as 0/1 where Django's converters give a datetime and a
     bool; ``spec_from_row`` makes the same spec of either, and every read of a node takes this
     path, so a row compares equal from one read to the next.
