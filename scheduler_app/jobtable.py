@@ -134,8 +134,7 @@ def read_rows(where: Q, paced: bool = False) -> dict[int, tuple[Any, ...]]:
     rows: dict[int, tuple[Any, ...]] = {}
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
-            _read_sqlite_chunks(cursor, sql, params, rows, chunk_size, pause)
-            return rows
+            return _read_sqlite_chunks(cursor, sql, params, chunk_size, pause)
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(chunk_size):
             for row in chunk:
@@ -145,8 +144,8 @@ def read_rows(where: Q, paced: bool = False) -> dict[int, tuple[Any, ...]]:
 
 
 def _read_sqlite_chunks(
-    cursor: Any, sql: str, params: Any, rows: dict[int, tuple[Any, ...]], chunk_size: int, pause: float
-) -> None:
+    cursor: Any, sql: str, params: Any, chunk_size: int, pause: float
+) -> dict[int, tuple[Any, ...]]:
     """SQLite: the rows of ``sql`` a chunk at a time, each chunk as **one row** of JSON.
 
     Python's ``sqlite3`` steps a query once per row and gives the GIL away around every step;
@@ -165,6 +164,7 @@ def _read_sqlite_chunks(
         f"SELECT json_group_array(json_array({columns})) FROM "
         f"(SELECT * FROM ({sql}) WHERE {quoted_id} > %s ORDER BY {quoted_id} LIMIT %s)"
     )
+    rows: dict[int, tuple[Any, ...]] = {}
     after = 0
     while True:
         cursor.execute(chunk_sql, [*params, after, chunk_size])
@@ -172,7 +172,7 @@ def _read_sqlite_chunks(
         for row in chunk:
             rows[row[0]] = tuple(row)
         if len(chunk) < chunk_size:
-            return
+            return rows
         after = max(row[0] for row in chunk)
         time.sleep(pause)  # let the event loop have the GIL between chunks
 
