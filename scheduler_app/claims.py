@@ -27,7 +27,7 @@ from django.utils import timezone
 from scheduler_app import slots
 from scheduler_app.jobtable import JobSpec, read_rows, spec_from_row
 from scheduler_app.models import Job, JobRun
-from scheduler_app.writer import datetime_adapter, json_rows, raw_cursor, to_json
+from scheduler_app.writer import datetime_adapter, json_rows, raw_cursor, to_json, values_rows
 
 CHUNK = 400  # rows per INSERT (3 parameters each; SQLite allows 32,766)
 
@@ -88,7 +88,6 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
             if elsewhere:
                 busy.update(map(int, elsewhere.split(",")))
         todo = [c for c in claims if c.job_id not in busy]
-        row = f"({p}, {p}, {p})"
         # Most claims of a round share a handful of slots (the jobs due in one tick): each slot
         # is converted once.
         slot_db: dict[int, Any] = {}
@@ -107,7 +106,7 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
                 f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
                 f"started_at, error, traceback, log_count) "
                 f"SELECT column1, column2, 1, {p}, {p}, {p}, column3, {p}, {p}, '', '', 0 "
-                f"FROM (VALUES {', '.join([row] * len(chunk))}) WHERE {_JOB_EXISTS} "
+                f"FROM ({values_rows(p, 3, len(chunk))}) WHERE {_JOB_EXISTS} "
                 "ON CONFLICT (job_id, slot, attempt) DO NOTHING",
                 params,
             )

@@ -375,14 +375,13 @@ def _insert_lines(lines: list[PendingLine], with_ids: bool = True) -> None:
         return
     to_db = datetime_adapter()
     with raw_cursor() as (cursor, p):
-        row = f"({p}, {p}, {p}, {p}, {p})"
         for start in range(0, len(lines), CHUNK):
             chunk = lines[start : start + CHUNK]
             params: list[Any] = []
             for line in chunk:
                 params.extend((line.run_id, line.seq, to_db(line.created_at), line.level, line.message))
             cursor.execute(
-                f"INSERT INTO {table} (run_id, seq, created_at, level, message) VALUES {', '.join([row] * len(chunk))}",
+                f"INSERT INTO {table} (run_id, seq, created_at, level, message) {values_rows(p, 5, len(chunk))}",
                 params,
             )
             if with_ids:
@@ -439,8 +438,7 @@ def _update_runs(batch: Batch) -> None:
                                                    iso(f.run.finished_at), f.run.error, f.traceback, f.log_count)
                                                   for f in chunk])]  # fmt: skip
                 else:
-                    row = "(" + ", ".join([p] * 8) + ")"
-                    source = f"(VALUES {', '.join([row] * len(chunk))})"
+                    source = f"({values_rows(p, 8, len(chunk))})"
                     params = []
                     for f in chunk:
                         run = f.run
@@ -469,7 +467,7 @@ def _update_runs(batch: Batch) -> None:
                     source = json_rows(["bigint", "integer"])
                     params = [to_json(chunk_counts)]
                 else:
-                    source = f"(VALUES {', '.join([f'({p}, {p})'] * len(chunk_counts))})"
+                    source = f"({values_rows(p, 2, len(chunk_counts))})"
                     params = [value for pair in chunk_counts for value in pair]
                 cursor.execute(
                     f"UPDATE {table} SET log_count = v.column2 FROM {source} AS v "
@@ -509,6 +507,13 @@ def datetime_adapter() -> Callable[[datetime | None], Any]:
         return slow(value)
 
     return adapt
+
+
+def values_rows(placeholder: str, width: int, count: int) -> str:
+    """SQLite: ``VALUES (?, ?), (?, ?), ..``, ``count`` rows of ``width`` placeholders (the
+    engine's batch statements; PostgreSQL's take ``json_rows`` instead)."""
+    row = f"({', '.join([placeholder] * width)})"
+    return f"VALUES {', '.join([row] * count)}"
 
 
 def json_rows(types: list[str]) -> str:
