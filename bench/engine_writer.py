@@ -7,7 +7,8 @@ Python work plus the database's own, which runs in this process on SQLite). What
 out (the event loop, the schedule) is what ``engine_supervisor.py`` and ``engine_bench.py``
 measure.
 
-    .venv/bin/python bench/engine_writer.py --runs 20000 --batch 250 [--profile] [--busy-thread] [--switch-interval S]
+    .venv/bin/python bench/engine_writer.py --runs 20000 --batch 250 [--profile] [--busy-thread] [--vary] \
+        [--switch-interval S]
 
 ``--busy-thread`` runs pure Python in a second thread meanwhile (the event loop at saturation)
 and prints the wall time of a claim round and of a record batch: the DB-API gives the GIL away
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import threading
 import time
@@ -29,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/jobscheduler-bench"))
+BENCH_DIR.mkdir(parents=True, exist_ok=True)
 
 import engine_bench  # noqa: E402
 
@@ -48,7 +51,8 @@ def busy(stop: threading.Event) -> None:
             _ = {"run": i, "job": [i, i + 1]}
 
 
-def drive(runs: int, batch: int) -> tuple[float, float, float, float]:
+def drive(runs: int, batch: int, vary: bool = False) -> tuple[float, float, float, float]:
+    rng = random.Random(1)
     job_ids = list(Job.objects.order_by("id").values_list("id", flat=True))
     base = int(time.time() * 1000) // 1000 * 1000
     claim_cpu = write_cpu = claim_wall = write_wall = 0.0
@@ -57,7 +61,8 @@ def drive(runs: int, batch: int) -> tuple[float, float, float, float]:
     while done < runs:
         round_no += 1
         slot_ms = base + round_no * 1000
-        wanted = [claims.SlotClaim(j, slot_ms, engine_bench.PACKAGE) for j in job_ids[:batch]]
+        size = rng.randint(batch * 9 // 10, batch * 11 // 10) if vary else batch
+        wanted = [claims.SlotClaim(j, slot_ms, engine_bench.PACKAGE) for j in job_ids[:size]]
         now = datetime.now(UTC)
         w0, t0 = time.perf_counter(), time.thread_time()
         won = claims.claim_slots("bench-node", wanted, now, False)
@@ -85,6 +90,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--vary", action="store_true",
+                        help="rounds of 90-110 %% of --batch, as the engine's (a new text for each size)")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
     parser.add_argument("--busy-thread", action="store_true", help="pure Python in a second thread meanwhile")
     parser.add_argument("--switch-interval", type=float, default=SWITCH_INTERVAL_SECONDS,
@@ -92,26 +99,26 @@ def main() -> None:
     args = parser.parse_args()
     from django.db import connection
 
-    engine_bench.prepare("", args.batch, 60)
+    engine_bench.prepare("", args.batch * 11 // 10, 60)
     connection.close()
     sys.setswitchinterval(args.switch_interval)
     stop = threading.Event()
     if args.busy_thread:
         threading.Thread(target=busy, args=(stop,), daemon=True).start()
     try:
-        claim_us, write_us, claim_ms, write_ms = drive(args.runs, args.batch)
+        claim_us, write_us, claim_ms, write_ms = drive(args.runs, args.batch, args.vary)
     finally:
         stop.set()
     print(f"claim {claim_us:.1f} us, record {write_us:.1f} us of CPU per run (the writer thread's part); "
           f"wall per round of {args.batch}: claim {claim_ms:.2f} ms, records {write_ms:.2f} ms"
-          f"{' (a busy thread meanwhile)' if args.busy_thread else ''}, "
+          f"{' (a busy thread meanwhile)' if args.busy_thread else ''}{', sizes varied' if args.vary else ''}, "
           f"switch interval {args.switch_interval:g} s")  # fmt: skip
     if args.profile:
         import cProfile
         import pstats
 
         profiler = cProfile.Profile()
-        profiler.runcall(drive, args.runs, args.batch)
+        profiler.runcall(drive, args.runs, args.batch, args.vary)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
 
 

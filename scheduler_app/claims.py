@@ -27,7 +27,7 @@ from django.utils import timezone
 from scheduler_app import slots
 from scheduler_app.jobtable import JobSpec, read_rows, spec_from_row
 from scheduler_app.models import Job, JobRun
-from scheduler_app.writer import datetime_adapter, json_rows, raw_cursor, to_json, values_rows
+from scheduler_app.writer import datetime_adapter, json_rows, padded, raw_cursor, to_json, values_rows
 
 CHUNK = 400  # rows per INSERT (3 parameters each; SQLite allows 32,766)
 
@@ -77,7 +77,8 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
         before = 0
         busy: set[int] = set()
         for start in range(0, len(claims), CHUNK):
-            ids = [c.job_id for c in claims[start : start + CHUNK]]
+            ids: list[int | None] = [c.job_id for c in claims[start : start + CHUNK]]
+            ids += [None] * (padded(len(ids), CHUNK) - len(ids))  # a NULL is in no IN list
             cursor.execute(
                 f"SELECT (SELECT max(id) FROM {table}), (SELECT group_concat(job_id) FROM {table} "
                 f"WHERE status = {p} AND node <> {p} AND job_id IN ({', '.join([p] * len(ids))}))",
@@ -99,6 +100,7 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
                 if slot is None:
                     slot = slot_db[c.slot_ms] = to_db(slots.to_datetime(c.slot_ms))
                 params += (c.job_id, slot, c.package)
+            rows, padding = values_rows(p, 3, len(chunk), CHUNK)
             # What all rows share is given once (three parameters a row, not twelve: binding
             # them was most of a claim's CPU). The WHERE (a job deleted meanwhile gets no run)
             # also keeps SQLite's parser from reading ON CONFLICT as a join constraint.
@@ -106,9 +108,9 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
                 f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
                 f"started_at, error, traceback, log_count) "
                 f"SELECT column1, column2, 1, {p}, {p}, {p}, column3, {p}, {p}, '', '', 0 "
-                f"FROM ({values_rows(p, 3, len(chunk))}) WHERE {_JOB_EXISTS} "
+                f"FROM ({rows}) WHERE {_JOB_EXISTS} "  # no job has the NULL id of a padding row
                 "ON CONFLICT (job_id, slot, attempt) DO NOTHING",
-                params,
+                params + padding,
             )
         for run_id, job_id in _won(cursor, table, p, before):
             won[(job_id, latest[job_id].slot_ms)] = run_id

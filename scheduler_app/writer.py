@@ -19,6 +19,7 @@ connection is closed, the buffer is kept and retried with back-off until it is w
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import threading
@@ -380,9 +381,11 @@ def _insert_lines(lines: list[PendingLine], with_ids: bool = True) -> None:
             params: list[Any] = []
             for line in chunk:
                 params.extend((line.run_id, line.seq, to_db(line.created_at), line.level, line.message))
+            rows, padding = values_rows(p, 5, len(chunk), CHUNK)
             cursor.execute(
-                f"INSERT INTO {table} (run_id, seq, created_at, level, message) {values_rows(p, 5, len(chunk))}",
-                params,
+                f"INSERT INTO {table} (run_id, seq, created_at, level, message) "
+                f"SELECT * FROM ({rows}) WHERE column1 IS NOT NULL",
+                params + padding,
             )
             if with_ids:
                 # Not ``RETURNING id``: the DB-API steps a statement once per returned row and
@@ -438,12 +441,14 @@ def _update_runs(batch: Batch) -> None:
                                                    iso(f.run.finished_at), f.run.error, f.traceback, f.log_count)
                                                   for f in chunk])]  # fmt: skip
                 else:
-                    source = f"({values_rows(p, 8, len(chunk))})"
+                    rows, padding = values_rows(p, 8, len(chunk), FINISH_CHUNK)
+                    source = f"({rows})"
                     params = []
                     for f in chunk:
                         run = f.run
                         params.extend((run.id, run.node, run.status, to_db(run.started_at), to_db(run.finished_at),
                                        run.error, f.traceback, f.log_count))  # fmt: skip
+                    params += padding
                 # Fencing: only a run still running on the node that ran it is finished. A run
                 # another node marked lost (this one was paused or cut off meanwhile) stays lost.
                 cursor.execute(
@@ -467,8 +472,9 @@ def _update_runs(batch: Batch) -> None:
                     source = json_rows(["bigint", "integer"])
                     params = [to_json(chunk_counts)]
                 else:
-                    source = f"({values_rows(p, 2, len(chunk_counts))})"
-                    params = [value for pair in chunk_counts for value in pair]
+                    rows, padding = values_rows(p, 2, len(chunk_counts), FINISH_CHUNK)
+                    source = f"({rows})"
+                    params = [value for pair in chunk_counts for value in pair] + padding
                 cursor.execute(
                     f"UPDATE {table} SET log_count = v.column2 FROM {source} AS v "
                     f"WHERE {table}.id = v.column1 AND {table}.log_count < v.column2 AND {table}.status = {p}",
@@ -509,11 +515,45 @@ def datetime_adapter() -> Callable[[datetime | None], Any]:
     return adapt
 
 
-def values_rows(placeholder: str, width: int, count: int) -> str:
-    """SQLite: ``VALUES (?, ?), (?, ?), ..``, ``count`` rows of ``width`` placeholders (the
-    engine's batch statements; PostgreSQL's take ``json_rows`` instead)."""
+def values_rows(placeholder: str, width: int, count: int, limit: int) -> tuple[str, list[None]]:
+    """SQLite: ``VALUES (?, ?), (?, ?), ..`` for ``count`` rows of ``width`` placeholders, and the
+    ``None`` parameters of its padding rows (the engine's batch statements; PostgreSQL's take
+    ``json_rows`` instead).
+
+    The text has ``padded(count, limit)`` rows (``limit``: the statement's chunk size). The rows
+    of all-``NULL`` after the real ones match nothing (each statement says so) and keep the texts
+    to a few dozen, so the DB-API's cache of prepared statements finds them (see ``padded``)."""
+    rows = padded(count, limit)
     row = f"({', '.join([placeholder] * width)})"
-    return f"VALUES {', '.join([row] * count)}"
+    return f"VALUES {', '.join([row] * rows)}", [None] * (width * (rows - count))
+
+
+def _row_counts(largest: int = 1000) -> list[int]:
+    """1 to 8, then each about ``PAD_RATIO`` times the one before, up to ``largest``."""
+    counts, n = list(range(1, 9)), 8
+    while n < largest:
+        n = int(n * PAD_RATIO) + 1
+        counts.append(n)
+    return counts
+
+
+#: Each padded row count is at most this much above the one before (at most 19 % of padding).
+PAD_RATIO = 2 ** (1 / 4)
+_ROW_COUNTS = _row_counts()
+
+
+def padded(count: int, limit: int) -> int:
+    """The row count a batch statement of ``count`` rows is written with: ``count`` itself up to 8,
+    then the next of a geometric series (ratio ``PAD_RATIO``), at most ``limit`` (the chunk size:
+    no statement has more rows).
+
+    Statement texts of every row count were each new to the DB-API's statement cache, so each
+    statement was prepared again (parsing and compiling hundreds of placeholders), and a prepare
+    gives the GIL away once more: a round of varying size cost 10-35 % more than one of a
+    repeated size (bench/engine_writer.py --vary, docs/performance.md "Saturation, wave 2g")."""
+    if count > _ROW_COUNTS[-1]:
+        return count
+    return max(count, min(limit, _ROW_COUNTS[bisect.bisect_left(_ROW_COUNTS, count)]))
 
 
 def json_rows(types: list[str]) -> str:

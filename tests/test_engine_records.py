@@ -114,6 +114,39 @@ def test_line_ids_are_the_stored_ids_across_chunks_and_after_earlier_lines(alice
     assert second.log_count == writer_module.CHUNK + 2, "the live count of a run still going"
 
 
+def test_batch_statements_come_in_few_row_counts_and_pad_little():
+    """Padded row counts keep the SQLite statement texts few (the DB-API caches prepared
+    statements by text), never cut a batch and never pad more than ``PAD_RATIO``."""
+    limit = writer_module.CHUNK
+    counts = [writer_module.padded(n, limit) for n in range(1, limit + 1)]
+    assert all(n <= rows <= limit for n, rows in zip(range(1, limit + 1), counts, strict=True))
+    assert all(rows <= n * writer_module.PAD_RATIO + 1 for n, rows in zip(range(1, limit + 1), counts, strict=True))
+    assert len(set(counts)) <= 32
+    text, padding = writer_module.values_rows("?", 3, 9, limit)
+    assert text.count("(") == writer_module.padded(9, limit) == 10 and padding == [None] * 3
+
+
+@pytest.mark.parametrize("size", [9, 23, 41])  # each padded with 1, 4 and 7 rows of NULLs
+def test_padding_rows_claim_store_and_update_nothing(alice, size):
+    plugin = probe_plugin()
+    jobs = [probe_job(alice, plugin, activate=False) for _ in range(size)]
+    slot = slots.slot_after(slots.to_ms(timezone.now()), jobs[0].pk, 1)
+    won = claims.claim_slots("a", [claims.SlotClaim(job.pk, slot, plugin.package) for job in jobs], timezone.now())
+    assert sorted(job_id for job_id, _slot in won) == [job.pk for job in jobs]
+    assert JobRun.objects.count() == size
+    runs = list(JobRun.objects.order_by("id"))
+    now = datetime.now(UTC)
+    lines = [PendingLine(run.pk, 1, now, 20, f"run {run.pk}") for run in runs]
+    # every run but the last finishes; the last one's line is a live count (its own statement)
+    finishes = [RunFinish(_finished(run, JobRun.Status.SUCCEEDED, now), "", 1) for run in runs[:-1]]
+    write_batch(Batch(lines, finishes))
+    assert LogLine.objects.count() == size
+    assert [line.id for line in lines] == list(LogLine.objects.order_by("id").values_list("id", flat=True))
+    statuses = dict(JobRun.objects.values_list("id", "status"))
+    assert [statuses[run.pk] for run in runs] == [JobRun.Status.SUCCEEDED] * (size - 1) + [JobRun.Status.RUNNING]
+    assert JobRun.objects.get(pk=runs[-1].pk).log_count == 1
+
+
 def test_a_queued_run_is_claimed_by_one_node(alice):
     job = probe_job(alice, probe_plugin(), activate=False)
     run = services.run_now(job)
