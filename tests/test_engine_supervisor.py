@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ from scheduler_app import JobPlugin, hookimpl, plugin_host
 from scheduler_app.contract import RunContext
 from scheduler_app.engine.supervisor import (
     CANCELLED,
+    EAGER_START,
     FAILED,
     SUCCEEDED,
     TIMED_OUT,
@@ -131,6 +133,24 @@ async def test_a_run_that_returns_succeeds_and_is_recorded(supervisor, ended):
     assert (done.run.status, done.run.error, done.log_count) == (SUCCEEDED, "", 2)
     assert done.run.started_at == T0 + timedelta(seconds=1) and done.run.finished_at == T0 + timedelta(seconds=2)
     assert ended == [run] and supervisor.active == {}
+
+
+async def test_a_run_that_never_waits_ends_inside_start_on_python_3_12_and_on_the_loop_before(supervisor, writer):
+    """Eager start (Python 3.12+): the run's task runs in ``start`` up to its first wait, so a run
+    that never waits is recorded before ``start`` returns; a run that waits goes on as a task.
+    Before 3.12 both are scheduled and nothing has run when ``start`` returns."""
+    quick, _ = supervised("nothing", run_id=1)
+    slow, _ = supervised("sleep", run_id=2)
+    supervisor.start(quick)
+    supervisor.start(slow)
+    assert EAGER_START == (sys.version_info >= (3, 12))
+    assert [f.run.id for f in writer.finished] == ([1] if EAGER_START else [])
+    assert list(supervisor.active) == ([2] if EAGER_START else [1, 2])
+    await asyncio.wait_for(quick.wait_ended(), 5)
+    assert [f.run.id for f in writer.finished] == [1] and not slow.task.done()
+    supervisor.cancel(slow, CANCELLED, "cancelled by the test")
+    await asyncio.wait_for(slow.wait_ended(), 5)
+    assert [(f.run.id, f.run.status) for f in writer.finished] == [(1, SUCCEEDED), (2, CANCELLED)]
 
 
 async def test_an_exception_fails_the_run_with_its_traceback_and_a_log_line(supervisor):
