@@ -3,8 +3,8 @@
 The event loop never touches the ORM. It hands the writer two kinds of work:
 
 - records (log lines, finished runs), buffered and written together, one transaction per
-  flush, at most ``flush_interval`` apart. Lines are inserted with one multi-row
-  ``INSERT .. RETURNING id`` so they can be published with their ids afterwards.
+  flush, at most ``flush_interval`` apart. Lines are inserted with one multi-row ``INSERT`` per
+  chunk, and get their ids (what a live page resumes from) to be published with afterwards.
 - calls (claims, heartbeats, retention batches): functions run in this thread, in order,
   before the pending records are flushed (a claim must not wait behind a large flush), with
   their result handed back through a ``concurrent.futures.Future``.
