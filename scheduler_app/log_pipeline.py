@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 import traceback as tb
@@ -159,6 +160,8 @@ class RunLogger(logging.Logger):
 
 
 _process: tuple[int, str | None] = (0, None)
+#: Python 3.12 added ``taskName`` to ``LogRecord`` (a formatter may ask for ``%(taskName)s``).
+_TASK_NAMES = sys.version_info >= (3, 12)
 
 
 class RunLogRecord(logging.LogRecord):
@@ -208,6 +211,13 @@ class RunLogRecord(logging.LogRecord):
             _process = (pid, logging.LogRecord("", 0, "", 0, "", None, None).processName)
         self.process = pid
         self.processName = _process[1]
+        if _TASK_NAMES:  # Python 3.12+: the standard record names the asyncio task it was made in
+            self.taskName = None
+            if logging.logAsyncioTasks:  # type: ignore[attr-defined]
+                try:
+                    self.taskName = asyncio.current_task().get_name()  # type: ignore[union-attr]
+                except Exception:
+                    pass
 
 
 class Publisher:

@@ -186,7 +186,7 @@ class Supervisor:
         self.active[supervised.run.id] = supervised
         name = f"run {supervised.run.id} of {supervised.package}"
         if EAGER_START:
-            supervised.task = asyncio.Task(
+            supervised.task = asyncio.Task(  # type: ignore[call-arg]  # eager_start: 3.12+ (mypy reads 3.11's)
                 self._execute(supervised), loop=asyncio.get_running_loop(), name=name, eager_start=True
             )
         else:

@@ -118,9 +118,11 @@ class Command(BaseCommand):
 
 
 def _python() -> str:
-    """The interpreter to print: the project's virtualenv as a relative path, else ``python``."""
+    """The interpreter to print: the project's virtualenv as a relative path, any other one by its
+    full path (a virtualenv outside the project, not activated in the shell that pastes the
+    commands: a bare ``python`` there is another interpreter, without Django)."""
     exe = Path(sys.executable)
     try:
         return str(exe.relative_to(Path(settings.BASE_DIR)))
     except ValueError:
-        return "python"
+        return str(exe)
