@@ -27,7 +27,7 @@ from django.utils import timezone
 from scheduler_app import slots
 from scheduler_app.jobtable import JobSpec, read_rows, spec_from_row
 from scheduler_app.models import Job, JobRun
-from scheduler_app.writer import datetime_adapter, json_rows, padded, raw_cursor, to_json, values_rows
+from scheduler_app.writer import datetime_adapter, in_list, json_rows, raw_cursor, to_json, values_rows
 
 CHUNK = 400  # rows per INSERT (3 parameters each; SQLite allows 32,766)
 
@@ -77,12 +77,12 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
         before = 0
         busy: set[int] = set()
         for start in range(0, len(claims), CHUNK):
-            ids: list[int | None] = [c.job_id for c in claims[start : start + CHUNK]]
-            ids += [None] * (padded(len(ids), CHUNK) - len(ids))  # a NULL is in no IN list
+            ids = [c.job_id for c in claims[start : start + CHUNK]]
+            values, padding = in_list(p, len(ids), CHUNK)
             cursor.execute(
                 f"SELECT (SELECT max(id) FROM {table}), (SELECT group_concat(job_id) FROM {table} "
-                f"WHERE status = {p} AND node <> {p} AND job_id IN ({', '.join([p] * len(ids))}))",
-                [running, node, *ids],
+                f"WHERE status = {p} AND node <> {p} AND job_id IN {values})",
+                [running, node, *ids, *padding],
             )
             top, elsewhere = cursor.fetchone()
             before = before or top or 0

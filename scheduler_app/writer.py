@@ -20,6 +20,7 @@ connection is closed, the buffer is kept and retried with back-off until it is w
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import logging
 import threading
@@ -524,8 +525,26 @@ def values_rows(placeholder: str, width: int, count: int, limit: int) -> tuple[s
     of all-``NULL`` after the real ones match nothing (each statement says so) and keep the texts
     to a few dozen, so the DB-API's cache of prepared statements finds them (see ``padded``)."""
     rows = padded(count, limit)
-    row = f"({', '.join([placeholder] * width)})"
-    return f"VALUES {', '.join([row] * rows)}", [None] * (width * (rows - count))
+    return _values_text(placeholder, width, rows), [None] * (width * (rows - count))
+
+
+def in_list(placeholder: str, count: int, limit: int) -> tuple[str, list[None]]:
+    """SQLite: ``(?, ?, ..)`` for an ``IN`` of ``count`` values, padded as ``values_rows`` (a
+    ``NULL`` is in no ``IN`` list), and the ``None`` parameters of its padding."""
+    rows = padded(count, limit)
+    return _row_text(placeholder, rows), [None] * (rows - count)
+
+
+# Each text made once per shape: padded shapes are few, and a statement of hundreds of rows was
+# a string of a few kilobytes joined again in the writer for every statement.
+@functools.cache
+def _values_text(placeholder: str, width: int, rows: int) -> str:
+    return f"VALUES {', '.join([_row_text(placeholder, width)] * rows)}"
+
+
+@functools.cache
+def _row_text(placeholder: str, width: int) -> str:
+    return f"({', '.join([placeholder] * width)})"
 
 
 def _row_counts(largest: int = 1000) -> list[int]:
