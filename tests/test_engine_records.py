@@ -452,6 +452,39 @@ def test_the_job_table_reports_changes_made_behind_its_back(alice, bob):
     assert sorted(diff.removed) == sorted([a.pk, b_id]) and diff.deleted == [b_id]
 
 
+def test_a_full_reconcile_on_postgresql_reads_the_rows_only_when_the_stamp_changed(alice, monkeypatch):
+    """PostgreSQL: while nothing changed, the periodic full reconcile reads one row (the table's
+    stamp), not every job. A change behind its back, the plugin's default timeout (a joined
+    value), and a job changed back after a partial read all read the rows again. SQLite has no
+    stamp and reads the rows every time."""
+    from scheduler_app import jobtable
+
+    plugin = probe_plugin(timeout=30)
+    job = probe_job(alice, plugin, mode="fast", lines=1)
+    reads: list[bool] = []
+    real_read = jobtable.read_rows
+    monkeypatch.setattr(jobtable, "read_rows", lambda where, paced=False: (reads.append(paced), real_read(where, paced))[1])  # fmt: skip
+    postgres = connection.vendor == "postgresql"
+    table = JobTable()
+    assert [s.id for s in table.full().upserted] == [job.pk]
+    assert table.full() == Diff() and table.full() == Diff()
+    assert len(reads) == (1 if postgres else 3), "unchanged: the stamp alone on PostgreSQL"
+
+    Job.objects.filter(pk=job.pk).update(config={"mode": "fast", "lines": 4})  # no signal, no notification
+    assert [s.config for s in table.full().upserted] == [{"mode": "fast", "lines": 4}]
+    Plugin.objects.filter(pk=plugin.pk).update(timeout=60)
+    assert [s.timeout for s in table.full().upserted] == [60], "the joined plugin's default counts"
+
+    # A notified change is read by a partial reconcile; then the job is changed back behind its
+    # back. The table's stamp is now the one of the last whole read, yet the rows held differ.
+    before = len(reads)
+    Job.objects.filter(pk=job.pk).update(config={"mode": "fast", "lines": 9})
+    assert [s.config for s in table.partial(job_ids=[job.pk]).upserted] == [{"mode": "fast", "lines": 9}]
+    Job.objects.filter(pk=job.pk).update(config={"mode": "fast", "lines": 4})
+    assert [s.config for s in table.full().upserted] == [{"mode": "fast", "lines": 4}], "changed back: read again"
+    assert len(reads) == before + 2, "the partial's read and the full one"
+
+
 def test_the_periodic_full_read_pauses_between_chunks_and_the_start_up_read_does_not(alice, bob, monkeypatch):
     from scheduler_app import jobtable
 
