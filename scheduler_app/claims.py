@@ -16,6 +16,7 @@ These functions are synchronous: the engine runs them in its writer thread.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -58,8 +59,10 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
         if claim.job_id not in latest or claim.slot_ms > latest[claim.job_id].slot_ms:
             latest[claim.job_id] = claim
     claims = list(latest.values())
-    won: dict[tuple[int, int], int] = {}
     table = connection.ops.quote_name(JobRun._meta.db_table)
+    if connection.vendor == "postgresql":
+        return _claim_postgresql(table, node, claims, latest, now, lock)
+    won: dict[tuple[int, int], int] = {}
     to_db = datetime_adapter()
     now_db = to_db(now)
     running, scheduled = JobRun.Status.RUNNING.value, JobRun.Trigger.SCHEDULE.value
@@ -69,8 +72,6 @@ def claim_slots(node: str, claims: list[SlotClaim], now: datetime, lock: bool = 
             claims = [c for c in claims if c.job_id in locked]
         # This node knows its own running jobs (and may not have flushed the finish of one that
         # just ended); the database tells about the other nodes'.
-        if connection.vendor == "postgresql":
-            return _claim_postgresql(cursor, table, node, claims, latest, now)
         # Every statement below returns one row: the DB-API gives the GIL away around each step
         # of a statement, so a row per claimed run (``RETURNING``) cost a GIL hand-over with the
         # busy event loop per run (see ``_won``).
@@ -133,36 +134,45 @@ def _won(cursor: Any, table: str, p: str, before: int) -> list[tuple[int, int]]:
 
 
 def _claim_postgresql(
-    cursor: Any, table: str, node: str, claims: list[SlotClaim], latest: dict[int, SlotClaim], now: datetime
+    table: str, node: str, claims: list[SlotClaim], latest: dict[int, SlotClaim], now: datetime, lock: bool
 ) -> dict[tuple[int, int], int]:
-    """``claim_slots``' statements on PostgreSQL: the rows in one JSON parameter (``json_rows``)."""
-    running, scheduled = JobRun.Status.RUNNING.value, JobRun.Trigger.SCHEDULE.value
-    cursor.execute(
-        f"SELECT job_id FROM {table} WHERE status = %s AND node <> %s "
-        "AND job_id IN (SELECT value::bigint FROM jsonb_array_elements_text(%s::jsonb))",
-        [running, node, to_json([c.job_id for c in claims])],
-    )
-    busy = {row[0] for row in cursor.fetchall()}
+    """``claim_slots`` on PostgreSQL: one statement, the rows in one JSON parameter (``json_rows``).
+
+    The "running on another node" check is part of the ``INSERT``. Without ``lock`` the statement
+    is its own transaction (autocommit, durable): one round trip to the server where a
+    transaction of a check and an insert took four (``BEGIN``, two statements, ``COMMIT``), each
+    a wake-up of this thread and of the server's process on a busy machine: most of a claim's
+    time, so most of the start lag (docs/performance.md, "Saturation, wave 2h"). With ``lock``
+    the insert follows ``lock_jobs`` in one transaction; under READ COMMITTED its snapshot is
+    taken after the locks are held, so it sees every claim committed before them.
+    """
     slot_text: dict[int, str] = {}
     rows = []
     for c in claims:
-        if c.job_id in busy:
-            continue
         slot = slot_text.get(c.slot_ms)
         if slot is None:
             slot = slot_text[c.slot_ms] = slots.to_datetime(c.slot_ms).isoformat()
         rows.append((c.job_id, slot, c.package))
-    if not rows:
-        return {}
-    cursor.execute(
-        f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
-        f"started_at, error, traceback, log_count) "
-        f"SELECT column1, column2, 1, %s, %s, %s, column3, %s, %s, '', '', 0 "
-        f"FROM {json_rows(['bigint', 'timestamptz', 'text'])} AS v WHERE {_JOB_EXISTS} "
-        "ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id",
-        [scheduled, running, node, now, now, to_json(rows)],
-    )
-    return {(job_id, latest[job_id].slot_ms): run_id for run_id, job_id in cursor.fetchall()}
+    running, scheduled = JobRun.Status.RUNNING.value, JobRun.Trigger.SCHEDULE.value
+    with transaction.atomic() if lock else nullcontext():
+        if lock:
+            locked = lock_jobs([c.job_id for c in claims])
+            rows = [row for row in rows if row[0] in locked]
+        if not rows:
+            return {}
+        with raw_cursor() as (cursor, _p):
+            # NOT IN a subquery: one hashed set of the jobs running elsewhere (read through the
+            # (status, node) index), not a probe per row through each job's whole history.
+            cursor.execute(
+                f"INSERT INTO {table} (job_id, slot, attempt, trigger, status, node, plugin_package, created_at, "
+                f"started_at, error, traceback, log_count) "
+                f"SELECT column1, column2, 1, %s, %s, %s, column3, %s, %s, '', '', 0 "
+                f"FROM {json_rows(['bigint', 'timestamptz', 'text'])} AS v WHERE {_JOB_EXISTS} "
+                f"AND column1 NOT IN (SELECT job_id FROM {table} WHERE status = %s AND node <> %s) "
+                "ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id, job_id",
+                [scheduled, running, node, now, now, to_json(rows), running, node],
+            )
+            return {(job_id, latest[job_id].slot_ms): run_id for run_id, job_id in cursor.fetchall()}
 
 
 def lock_jobs(job_ids: list[int]) -> set[int]:
