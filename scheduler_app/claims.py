@@ -11,7 +11,8 @@ nodes either (the engine skips the jobs it runs itself before asking).
 Manual runs ("run now"): the service layer inserts a ``queued`` run; a node claims it with a
 conditional update (``status=queued`` -> ``running``); a count of 0 means another node won.
 
-These functions are synchronous: the engine runs them in its writer thread.
+These functions are synchronous: the engine runs them in its writer thread (SQLite) or its
+claims thread (PostgreSQL), ``engine.access.Database.claim``.
 """
 
 from __future__ import annotations

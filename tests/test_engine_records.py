@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.db import connection, transaction
@@ -463,7 +464,12 @@ def test_a_full_reconcile_on_postgresql_reads_the_rows_only_when_the_stamp_chang
     job = probe_job(alice, plugin, mode="fast", lines=1)
     reads: list[bool] = []
     real_read = jobtable.read_rows
-    monkeypatch.setattr(jobtable, "read_rows", lambda where, paced=False: (reads.append(paced), real_read(where, paced))[1])  # fmt: skip
+
+    def counted_read(where: Any, paced: bool = False) -> dict[int, tuple[Any, ...]]:
+        reads.append(paced)
+        return real_read(where, paced)
+
+    monkeypatch.setattr(jobtable, "read_rows", counted_read)
     postgres = connection.vendor == "postgresql"
     table = JobTable()
     assert [s.id for s in table.full().upserted] == [job.pk]
