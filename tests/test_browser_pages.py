@@ -318,3 +318,12 @@ def test_the_admin_lists_fit_1280_px_and_show_seconds(staff, server, browser, al
         assert width(page) <= 1280, path
     page.goto(f"{server.url}/admin/scheduler_app/jobrun/")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+", page.locator("td.field-slot").first.inner_text())
+    # A node name (host:pid:random) wraps after its colons, never inside a part: each part's
+    # text sits on one line.
+    node = page.locator("td.field-node_display").first
+    assert node.inner_text().count(":") == 2
+    parts_lines = node.evaluate(
+        """td => [...td.childNodes].filter(n => n.nodeType === 3).map(n => {
+            const r = document.createRange(); r.selectNodeContents(n); return r.getClientRects().length; })"""
+    )
+    assert parts_lines and all(lines == 1 for lines in parts_lines), parts_lines

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from scheduler_app.admin.common import ReadOnlyAdmin
+from scheduler_app.admin.common import ReadOnlyAdmin, node_name_html
 from scheduler_app.models import JobRun, SchedulerNode, alive_condition
 
 
@@ -34,7 +34,7 @@ class AliveFilter(admin.SimpleListFilter):
 @admin.register(SchedulerNode)
 class SchedulerNodeAdmin(ReadOnlyAdmin):
     list_display = [
-        "name",
+        "name_display",
         "alive",
         "last_heartbeat",
         "runs_running",
@@ -45,6 +45,10 @@ class SchedulerNodeAdmin(ReadOnlyAdmin):
     ]  # hostname and pid are in the name (host:pid:random) and on the node's page
     list_filter = [AliveFilter]
     search_fields = ["name", "hostname"]
+
+    @admin.display(description="name", ordering="name")
+    def name_display(self, obj: SchedulerNode) -> str:
+        return node_name_html(obj.name)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SchedulerNode]:
         # Count from the runs themselves (what is really running there), one subquery per page.

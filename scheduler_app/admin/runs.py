@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext
 
 from scheduler_app import services
-from scheduler_app.admin.common import ReadOnlyAdmin
+from scheduler_app.admin.common import ReadOnlyAdmin, node_name_html
 from scheduler_app.models import JobRun, LogLine, SchedulerNode
 
 # How many log lines the run page of the admin shows inline; the users' run page has them all.
@@ -60,7 +60,7 @@ class JobRunAdmin(ReadOnlyAdmin):
         "slot",
         "attempt",
         "duration_display",
-        "node",
+        "node_display",
         "trigger",
         "log_count",
     ]
@@ -129,6 +129,10 @@ class JobRunAdmin(ReadOnlyAdmin):
     @admin.display(description="plugin", ordering="job__plugin__name")
     def plugin(self, obj: JobRun) -> Any:
         return obj.job.plugin
+
+    @admin.display(description="node", ordering="node")
+    def node_display(self, obj: JobRun) -> str:
+        return node_name_html(obj.node)
 
     @admin.display(description="duration")
     def duration_display(self, obj: JobRun) -> str:
