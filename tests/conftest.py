@@ -20,6 +20,13 @@ def alice(db):
 
 
 @pytest.fixture
+def alice_client(client, alice):
+    """Django's test client, logged in as alice."""
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
 def bob(db):
     return get_user_model().objects.create_user("bob", "bob@example.com", "bob-pass")
 

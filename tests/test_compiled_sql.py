@@ -15,13 +15,6 @@ from scheduler_app.models import Job
 
 
 @pytest.fixture
-def client(alice) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
 def job(alice, sample_plugin) -> Job:
     return services.create_job(alice, sample_plugin, {"name": "Ann", "times": 2}, description="greeter", activate=True)
 
@@ -77,12 +70,12 @@ def test_a_deleted_or_expired_session_logs_out_at_once(alice, job):
     assert client.get("/").status_code == 302
 
 
-def test_an_edited_job_and_a_disabled_plugin_show_on_the_next_page_view(client, job, sample_plugin):
-    assert "greeter" in client.get(f"/jobs/{job.pk}/runs/").content.decode()
+def test_an_edited_job_and_a_disabled_plugin_show_on_the_next_page_view(alice_client, job, sample_plugin):
+    assert "greeter" in alice_client.get(f"/jobs/{job.pk}/runs/").content.decode()
     services.update_job(job, config=job.config, description="renamed")
-    assert "renamed" in client.get(f"/jobs/{job.pk}/runs/").content.decode()
-    assert "renamed" in client.get(f"/plugins/{sample_plugin.pk}/").content.decode()
-    assert "renamed" in client.get("/").content.decode()
+    assert "renamed" in alice_client.get(f"/jobs/{job.pk}/runs/").content.decode()
+    assert "renamed" in alice_client.get(f"/plugins/{sample_plugin.pk}/").content.decode()
+    assert "renamed" in alice_client.get("/").content.decode()
     services.delete_job(job)
-    assert client.get(f"/jobs/{job.pk}/runs/").status_code == 404
-    assert client.get(f"/plugins/{sample_plugin.pk + 1000}/").status_code == 404
+    assert alice_client.get(f"/jobs/{job.pk}/runs/").status_code == 404
+    assert alice_client.get(f"/plugins/{sample_plugin.pk + 1000}/").status_code == 404

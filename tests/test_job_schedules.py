@@ -21,12 +21,6 @@ PREVIEW = "/schedules/preview/"
 
 
 @pytest.fixture
-def alice_client(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
 def operator(client, staff):
     client.force_login(staff)
     return client
