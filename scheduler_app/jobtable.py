@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -155,6 +156,21 @@ def rows_stamp(where: Q) -> tuple[Any, ...] | None:
         return tuple(cursor.fetchone())
 
 
+@contextmanager
+def one_snapshot() -> Iterator[None]:
+    """PostgreSQL: the statements inside see one snapshot (a REPEATABLE READ transaction), so a
+    stamp and the rows read after it describe the same table. Read separately, a change landing
+    between them and undone before the next reconcile would leave rows that the stamp says are
+    current. Inside a caller's transaction (tests) the caller's isolation holds."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
 def _rows_sql(where: Q) -> tuple[str, tuple[Any, ...]]:
     query = (
         Job.objects.with_effective_timeout()
@@ -252,13 +268,12 @@ class JobTable:
         self._stamp: tuple[Any, ...] | None = None
 
     def full(self) -> Diff:
-        # The stamp is taken before the rows: a change between the two makes the next stamp
-        # differ, so it is read again; the other order could pair old rows with a new stamp.
-        stamp = rows_stamp(SCHEDULED)
-        if stamp is not None and stamp == self._stamp:
-            return Diff()
-        # The first read (start-up) at full speed: no runs yet to make late.
-        diff = self._diff(read_rows(SCHEDULED, paced=bool(self.rows)), scope=None)
+        with one_snapshot():
+            stamp = rows_stamp(SCHEDULED)
+            if stamp is not None and stamp == self._stamp:
+                return Diff()
+            # The first read (start-up) at full speed: no runs yet to make late.
+            diff = self._diff(read_rows(SCHEDULED, paced=bool(self.rows)), scope=None)
         self._stamp = stamp
         return diff
 

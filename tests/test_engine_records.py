@@ -453,6 +453,7 @@ def test_the_job_table_reports_changes_made_behind_its_back(alice, bob):
     assert sorted(diff.removed) == sorted([a.pk, b_id]) and diff.deleted == [b_id]
 
 
+@pytest.mark.django_db(transaction=True)  # the reconcile's own REPEATABLE READ transaction, as in the engine
 def test_a_full_reconcile_on_postgresql_reads_the_rows_only_when_the_stamp_changed(alice, monkeypatch):
     """PostgreSQL: while nothing changed, the periodic full reconcile reads one row (the table's
     stamp), not every job. A change behind its back, the plugin's default timeout (a joined
