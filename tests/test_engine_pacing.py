@@ -66,3 +66,46 @@ def test_the_trigger_answers_after_now_so_apscheduler_does_not_loop() -> None:
     assert (fire - now).total_seconds() == pytest.approx(TICK_SECONDS)
     later = int(now.timestamp() * 1000) + 400
     assert PacedTrigger(Pacer(), lambda: later).get_next_fire_time(now, now).timestamp() == pytest.approx(later / 1000)
+
+
+async def test_stopping_never_cancels_a_tick_in_flight(caplog) -> None:
+    """APScheduler's asyncio executor cancels the job tasks still pending at shutdown and logs
+    each as an error with a traceback. Its wake-up and its shutdown are both queued on the
+    loop, so a stop right after a wake-up (a due tick) met that now and then. ``stop_ticking``
+    pauses first (a queued wake-up then submits nothing) and lets a tick already submitted end."""
+    import asyncio
+    import logging
+
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from scheduler_app.engine.engine import stop_ticking
+
+    async def scenario(stop: str) -> list[int]:
+        ticks: list[int] = []
+
+        async def tick() -> None:  # like the engine's: never awaits
+            ticks.append(1)
+
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.start()
+        await asyncio.sleep(0.01)
+        # a running scheduler queues a wake-up for the new job, due now: the stop comes next
+        scheduler.add_job(tick, "interval", seconds=60, next_run_time=datetime.now(UTC))
+        if stop == "submitted":  # the wake-up has run: the tick's task waits for its first step
+            executor = scheduler._lookup_executor("default")
+            while not executor._pending_futures:
+                await asyncio.sleep(0)
+            assert not ticks
+        if stop == "shutdown":
+            scheduler.shutdown(wait=False)  # what the engine did
+        else:
+            await stop_ticking(scheduler)
+        await asyncio.sleep(0.01)
+        return ticks
+
+    caplog.set_level(logging.ERROR, logger="apscheduler")
+    assert await scenario("shutdown") == [] and "Error running job" in caplog.text, "the old way: cancelled, logged"
+    caplog.clear()
+    assert await scenario("woken") == [], "paused before the wake-up ran: no tick submitted"
+    assert await scenario("submitted") == [1], "a tick already submitted runs"
+    assert not caplog.records, caplog.text

@@ -206,7 +206,7 @@ class Engine:
             return
         self._stopping = True
         self.request_stop()
-        self._apscheduler.shutdown(wait=False)
+        await stop_ticking(self._apscheduler)
         self.claimer.stop()
         await asyncio.gather(*self._claimers, return_exceptions=True)
         # The lag monitor keeps watching until the end: a plugin may block the loop on its way out.
@@ -348,3 +348,16 @@ class Engine:
             if package:
                 asyncio.get_running_loop().create_task(self._reload({package: version or 0}))
             self.reconciler.want(plugin_ids=[message["plugin_id"]] if message.get("plugin_id") else None)
+
+
+async def stop_ticking(scheduler: Any) -> None:
+    """Shut APScheduler down without cancelling a tick it has just started.
+
+    Its asyncio executor cancels every job task still pending at shutdown and logs each as an
+    error with a traceback ("Error running job tick"): a tick submitted in the same pass of the
+    loop as the stop met that now and then. Paused, APScheduler submits no new tick; a tick
+    never awaits, so the one already submitted ends within the next pass of the loop.
+    """
+    scheduler.pause()
+    await asyncio.sleep(0)
+    scheduler.shutdown(wait=False)
