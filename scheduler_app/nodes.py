@@ -33,13 +33,23 @@ from scheduler_app.models import JobRun, SchedulerNode
 from scheduler_app.streams import RunSnapshot
 
 
-def limit_session(lock_timeout_seconds: float | None = None) -> None:
-    """PostgreSQL: end this connection's transactions left open for a third of LOST_AFTER_SECONDS.
+def tune_engine_session(lock_timeout_seconds: float | None = None) -> None:
+    """PostgreSQL: set up one of the engine's own connections (writer, claims, heartbeat).
 
-    A transaction is open that long only when the process froze (SIGSTOP, VM pause) in the
-    middle of it; its row locks would hold up the nodes that declare it lost and take its jobs
-    over. With ``lock_timeout_seconds`` a statement also gives up waiting for a lock that long
-    (the heartbeat: a late heartbeat is worse than a failed one, which is retried)."""
+    - Its transactions left open for a third of LOST_AFTER_SECONDS are ended. A transaction is
+      open that long only when the process froze (SIGSTOP, VM pause) in the middle of it; its
+      row locks would hold up the nodes that declare it lost and take its jobs over.
+    - With ``lock_timeout_seconds`` a statement also gives up waiting for a lock that long (the
+      heartbeat: a late heartbeat is worse than a failed one, which is retried).
+    - No bitmap scans. Every finish leaves a dead ``status = 'running'`` entry in the run
+      indexes until a vacuum; a claim's "running elsewhere" check and a finish read that range.
+      A plain index scan marks the dead entries it meets (later scans skip them, page splits
+      drop them); a bitmap scan never does, so when the planner picked one, each claim read
+      every run finished since the last vacuum (21,000 entries and 445 heap pages, a third of a
+      claim's time, ten seconds into a bench at 5,000 runs/s; on a large table, where vacuums
+      are rare, far more). The engine's statements are lookups by key or by that small range:
+      none needs a bitmap scan (docs/performance.md, "Saturation, wave 2i").
+    """
     from django.conf import settings
     from django.db import connection
 
@@ -48,6 +58,7 @@ def limit_session(lock_timeout_seconds: float | None = None) -> None:
     idle_ms = max(500, int(float(settings.SCHEDULER["LOST_AFTER_SECONDS"]) * 1000 / 3))
     with connection.cursor() as cursor:
         cursor.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
+        cursor.execute("SET enable_bitmapscan = off")
         if lock_timeout_seconds is not None:
             cursor.execute(f"SET lock_timeout = {max(100, int(lock_timeout_seconds * 1000))}")
 

@@ -224,7 +224,7 @@ class Writer:
         page cache of ``WRITER_CACHE_MB``: see there.
 
         PostgreSQL: a transaction this process leaves open while it is frozen (SIGSTOP, a VM
-        pause) is ended by the server (``nodes.limit_session``): its locks would hold up the
+        pause) is ended by the server (``nodes.tune_engine_session``): its locks would hold up the
         nodes that take its jobs over."""
         connection.ensure_connection()
         if connection.connection is self._tuned:
@@ -234,9 +234,9 @@ class Writer:
                 cursor.execute("PRAGMA wal_autocheckpoint=0")
                 cursor.execute(f"PRAGMA cache_size=-{WRITER_CACHE_MB * 1024}")
         else:
-            from scheduler_app.nodes import limit_session
+            from scheduler_app.nodes import tune_engine_session
 
-            limit_session()
+            tune_engine_session()
         self._tuned = connection.connection
 
     def _flush(self) -> bool:

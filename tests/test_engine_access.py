@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from scheduler_app.engine.access import Database
 from scheduler_app.writer import Writer
@@ -86,3 +87,46 @@ def test_a_heartbeat_on_sqlite_is_one_transaction_in_the_writer_thread_and_on_po
         db.close()
         writer.stop(10)
     assert (thread, atomic) == ("jobscheduler-writer", True)
+
+
+def _session_settings() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        settings = {}
+        for name in ("enable_bitmapscan", "idle_in_transaction_session_timeout", "lock_timeout"):
+            cursor.execute(f"SHOW {name}")
+            settings[name] = cursor.fetchone()[0]
+    return settings
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's session settings")
+@pytest.mark.django_db(transaction=True)
+def test_each_engine_connection_on_postgresql_ends_frozen_transactions_and_never_scans_a_bitmap():
+    """The writer's, the claims' and the heartbeat's connections are set up by
+    ``nodes.tune_engine_session``: a bitmap scan of the runs' ``status = 'running'`` range reads
+    every run finished since the last vacuum, each time (see there)."""
+    from scheduler_app.engine.heartbeat import _atomic_reconnecting
+
+    writer = Writer(flush_interval=0.01)
+    writer.start()
+    db = Database(writer)
+    heartbeat = ThreadPoolExecutor(max_workers=1)
+
+    async def scenario() -> list[dict[str, str]]:
+        loop = asyncio.get_running_loop()
+        return [
+            await db.write(_session_settings),
+            await db.claim(_session_settings),
+            await loop.run_in_executor(heartbeat, _atomic_reconnecting(_session_settings, 2.0)),
+        ]
+
+    try:
+        written, claimed, beat = asyncio.run(scenario())
+    finally:
+        heartbeat.submit(connections.close_all).result()
+        heartbeat.shutdown()
+        db.close()
+        writer.stop(10)
+    for settings in (written, claimed, beat):
+        assert settings["enable_bitmapscan"] == "off"
+        assert settings["idle_in_transaction_session_timeout"] not in ("0", "")
+    assert beat["lock_timeout"] == "2s" and written["lock_timeout"] == claimed["lock_timeout"] == "0"

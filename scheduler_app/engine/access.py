@@ -31,7 +31,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
-from scheduler_app.nodes import limit_session
+from scheduler_app.nodes import tune_engine_session
 from scheduler_app.writer import Writer
 
 
@@ -99,10 +99,10 @@ _claims_thread = threading.local()
 def _on_claims_connection(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in the claims thread, on a connection set up as the writer's is: a claim's
     transaction holds its jobs' row locks, so one left open by a frozen process must end on its
-    own (``nodes.limit_session``), or the nodes taking its jobs over would wait for it."""
+    own (``nodes.tune_engine_session``), or the nodes taking its jobs over would wait for it."""
     connection.ensure_connection()
     if getattr(_claims_thread, "tuned", None) is not connection.connection:
-        limit_session()
+        tune_engine_session()
         _claims_thread.tuned = connection.connection
     return fn(*args)
 

@@ -247,7 +247,7 @@ def _atomic_reconnecting(fn: Callable[..., Any], lock_timeout: float) -> Callabl
 
         if connection.connection is None or connection.connection is not getattr(_limited, "connection", None):
             connection.ensure_connection()
-            nodes.limit_session(lock_timeout)
+            nodes.tune_engine_session(lock_timeout)
             _limited.connection = connection.connection
         with transaction.atomic():
             return fn(*args)
