@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from scheduler_app import JobPlugin, hookimpl, plugin_host
 from scheduler_app.contract import RunContext
 from scheduler_app.engine.supervisor import (
     CANCELLED,
+    DEADLINE_RESOLUTION,
     EAGER_START,
     FAILED,
     SUCCEEDED,
@@ -246,14 +248,23 @@ async def test_timeouts_of_many_runs_share_few_loop_timers_and_fire_neither_earl
     started = loop.time()
     for run in [*runs, quick]:
         supervisor.start(run)
+    while not all(run.deadline or run.outcome for run in runs):  # every plugin started: its timeout set
+        await asyncio.sleep(0)
+    launched = loop.time()
     await asyncio.sleep(0.05)
     assert quick.outcome is not None and quick.outcome.status == SUCCEEDED
     timeouts = [t for t in loop._scheduled if t._callback == supervisor.deadlines._due]  # type: ignore[attr-defined]
-    assert 1 <= len(timeouts) <= 3, "one timer per 10 ms slot, not one per run"
+    slots_spanned = math.ceil((launched - started) / DEADLINE_RESOLUTION) + 2  # 3 on a quiet machine
+    assert 1 <= len(timeouts) <= min(slots_spanned, 50), "one timer per 10 ms slot, not one per run"
+    # Each timer is set for the timeout after its runs' plugins started, rounded up to the
+    # resolution: never before, and never later than a slot. (The loop's own delays in firing
+    # it depend on the machine's load, not on this code: the wall clock's bound is only "not early".)
+    for timer in timeouts:
+        assert started + 0.2 <= timer.when() <= launched + 0.2 + DEADLINE_RESOLUTION
     await asyncio.wait_for(asyncio.gather(*(run.wait_ended() for run in runs)), 5)
     ended_after = loop.time() - started
     assert {run.outcome.status for run in runs if run.outcome} == {TIMED_OUT}
-    assert 0.2 <= ended_after < 0.2 + 0.15, "not early; late only by the slot (and this loop's own delays)"
+    assert ended_after >= 0.2, "not early"
     assert supervisor.deadlines._slots == {} and all(run.deadline == 0 for run in [*runs, quick])
     assert quick.outcome.status == SUCCEEDED, "a run that ended before its slot fired is not timed out"
 
