@@ -17,14 +17,21 @@ from scheduler_app.engine.access import Database
 from scheduler_app.writer import Writer
 
 
+def _session_settings() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        settings = {}
+        for name in ("enable_bitmapscan", "idle_in_transaction_session_timeout", "lock_timeout"):
+            cursor.execute(f"SHOW {name}")
+            settings[name] = cursor.fetchone()[0]
+    return settings
+
+
 def _claim_probe(release: threading.Event) -> tuple[str, bool, str | None]:
     """What a claim sees: its thread, whether the writer's work was over, and (PostgreSQL) its
     session's idle-transaction limit."""
     limit = None
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW idle_in_transaction_session_timeout")
-            limit = cursor.fetchone()[0]
+        limit = _session_settings()["idle_in_transaction_session_timeout"]
     return threading.current_thread().name, release.is_set(), limit
 
 
@@ -88,14 +95,6 @@ def test_a_heartbeat_on_sqlite_is_one_transaction_in_the_writer_thread_and_on_po
         writer.stop(10)
     assert (thread, atomic) == ("jobscheduler-writer", True)
 
-
-def _session_settings() -> dict[str, str]:
-    with connection.cursor() as cursor:
-        settings = {}
-        for name in ("enable_bitmapscan", "idle_in_transaction_session_timeout", "lock_timeout"):
-            cursor.execute(f"SHOW {name}")
-            settings[name] = cursor.fetchone()[0]
-    return settings
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's session settings")
